@@ -1,0 +1,166 @@
+"""Access tokens (JWT) and refresh tokens: the only jwt import.
+
+Access tokens are HS256 JWTs whose `kid` header names the key, so keys can rotate: the current
+key signs, previous keys still verify. Refresh tokens are opaque random strings; only their
+SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+
+ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "access"
+REFRESH_TOKEN_PREFIX = "ugr_"  # lets secret scanners recognise a leaked token
+MAX_REFRESH_TOKEN_LENGTH = 128
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "typ"]
+
+
+class InvalidAccessToken(Exception):
+    """The token is malformed, tampered with, expired, or not an access token."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    secret: bytes
+
+    @classmethod
+    def from_secret(cls, secret: str) -> SigningKey:
+        raw = secret.encode()
+        # The kid identifies the key without revealing anything usable about it.
+        kid = hashlib.sha256(b"usergraph-kid\x00" + raw).hexdigest()[:16]
+        return cls(kid=kid, secret=raw)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    session_id: uuid.UUID
+    roles: tuple[str, ...]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime
+
+
+class TokenCodec:
+    def __init__(
+        self,
+        *,
+        current_key: SigningKey,
+        previous_keys: Sequence[SigningKey] = (),
+        issuer: str,
+        audience: str,
+        access_ttl: timedelta,
+        leeway: timedelta = timedelta(seconds=10),
+    ) -> None:
+        self._current = current_key
+        self._keys = {key.kid: key for key in (*previous_keys, current_key)}
+        self._issuer = issuer
+        self._audience = audience
+        self.access_ttl = access_ttl
+        self._leeway = leeway
+
+    def issue_access_token(
+        self, *, user_id: int, session_id: uuid.UUID, roles: Sequence[str], now: datetime
+    ) -> IssuedToken:
+        """Return a signed access token for the session and when it expires."""
+        expires_at = now + self.access_ttl
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),  # PyJWT requires a string subject
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+            "jti": uuid.uuid4().hex,
+            "sid": str(session_id),
+            "roles": sorted(roles),
+            "typ": ACCESS_TOKEN_TYPE,
+        }
+        token = jwt.encode(
+            claims, self._current.secret, algorithm=ALGORITHM, headers={"kid": self._current.kid}
+        )
+        return IssuedToken(token=token, expires_at=expires_at.replace(microsecond=0))
+
+    def decode_access_token(self, token: str) -> AccessClaims:
+        """Verify token and return its claims, or raise InvalidAccessToken."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise InvalidAccessToken("unknown signing key")
+            claims = jwt.decode(
+                token,
+                key.secret,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+            if claims["typ"] != ACCESS_TOKEN_TYPE:
+                raise InvalidAccessToken("not an access token")
+            roles = claims.get("roles", [])
+            return AccessClaims(
+                user_id=int(claims["sub"]),
+                session_id=uuid.UUID(claims["sid"]),
+                roles=tuple(str(role) for role in roles) if isinstance(roles, list) else (),
+                expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidAccessToken(str(exc)) from exc
+
+
+def new_refresh_token() -> str:
+    """Return a fresh opaque refresh token (256 random bits)."""
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    # A lookup by SHA-256 leaks nothing through timing: an attacker controls the token, not its
+    # hash, so the database's index comparison does not reveal a stored value byte by byte.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def read_or_create_key_file(path: Path) -> str:
+    """Return the development signing key kept in path, creating it (mode 0600) if missing.
+
+    Several workers may start at once: O_EXCL makes exactly one of them write the key and the
+    others read it.
+    """
+    for _ in range(50):
+        try:
+            key = path.read_text().strip()
+        except FileNotFoundError:
+            key = ""
+        if key:
+            return key
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Another worker is writing it; read again shortly.
+            time.sleep(0.02)
+            continue
+        with os.fdopen(fd, "w") as file:
+            key = secrets.token_urlsafe(48)
+            file.write(key + "\n")
+        return key
+    raise RuntimeError(f"could not read the signing key file {path}")

@@ -1,0 +1,182 @@
+"""The `usergraph` command: serve | migrate | create-user | export-schema | check-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+from graphql import build_schema as parse_sdl
+from graphql import find_breaking_changes, find_dangerous_changes
+
+from usergraph.logs import configure_logging
+from usergraph.settings import Settings
+
+DEFAULT_SCHEMA_FILE = Path("schema.graphql")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from usergraph.logs import FORMAT
+
+    log_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "usergraph.logs.RequestIdFilter"}},
+        "formatters": {"plain": {"format": FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
+    }
+    uvicorn.run(
+        "usergraph.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config,
+        # The client address is the socket's: X-Forwarded-For is not trusted by default.
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    from usergraph.db.engine import Database
+    from usergraph.db.migrate import upgrade_to_head
+
+    db = Database.connect(settings.database_url)
+    try:
+        await upgrade_to_head(db.engine)
+    finally:
+        await db.dispose()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != password:
+        raise SystemExit("The passwords differ.")
+    return password
+
+
+async def _create_user(args: argparse.Namespace, settings: Settings, password: str) -> int:
+    from usergraph.app import build_runtime
+    from usergraph.services.users import create_user
+    from usergraph.services.errors import Rejected
+
+    runtime = build_runtime(settings)
+    try:
+        user = await create_user(
+            db=runtime.db,
+            passwords=runtime.passwords,
+            email=args.email,
+            username=args.username,
+            password=password,
+            admin=args.admin,
+        )
+    except Rejected as exc:
+        for problem in exc.problems:
+            field = problem.field[-1] if problem.field else "-"
+            print(f"error: {field}: {problem.message} ({problem.code.value})", file=sys.stderr)
+        return 1
+    finally:
+        await runtime.db.dispose()
+    roles = "admin, user" if args.admin else "user"
+    print(f"created user {user.username} (id {user.id}, roles: {roles})")
+    return 0
+
+
+def printed_schema() -> str:
+    from usergraph.schema import build_schema
+
+    return build_schema().as_str() + "\n"
+
+
+def _check_schema(path: Path) -> int:
+    try:
+        old = parse_sdl(path.read_text())
+    except FileNotFoundError:
+        print(f"error: {path} does not exist; run `usergraph export-schema`", file=sys.stderr)
+        return 2
+    from usergraph.schema import build_schema
+
+    new = build_schema()._schema
+    breaking = find_breaking_changes(old, new)
+    dangerous = find_dangerous_changes(old, new)
+    for change in breaking:
+        print(f"BREAKING {change.type.name}: {change.description}")
+    for change in dangerous:
+        print(f"DANGEROUS {change.type.name}: {change.description}")
+    if printed_schema() != path.read_text():
+        print(f"note: {path} differs from the code's schema; run `make schema`")
+    if not breaking and not dangerous:
+        print("no breaking or dangerous changes")
+    return 1 if breaking else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="usergraph", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    commands.add_parser("migrate", help="apply database migrations up to the newest")
+
+    create = commands.add_parser("create-user", help="create an account (no sign-in)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--username", required=True)
+    create.add_argument("--admin", action="store_true", help="also give the admin role")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+
+    check = commands.add_parser(
+        "check-schema", help="compare the code's schema with schema.graphql"
+    )
+    check.add_argument("path", nargs="?", type=Path, default=DEFAULT_SCHEMA_FILE)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command in ("export-schema", "check-schema"):
+        if args.command == "check-schema":
+            return _check_schema(args.path)
+        if args.output:
+            args.output.write_text(printed_schema())
+        else:
+            sys.stdout.write(printed_schema())
+        return 0
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        print("database is at the newest migration")
+        return 0
+    if args.command == "create-user":
+        password = _read_password(args)
+        return asyncio.run(_create_user(args, settings, password))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The per-request context: who is asking, and fresh loaders.
+
+The bearer token is decoded only when a field needs it, and the viewer (the signed-in user,
+checked against their session) is loaded through the dataloaders at most once per request.
+The context never holds a database session: sibling fields resolve concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.tokens import AccessClaims, InvalidAccessToken
+from usergraph.db.engine import Database
+from usergraph.db.loaders import Loaders
+from usergraph.db.models import User, UserSession, utcnow
+from usergraph.services.sessions import ClientInfo, SessionPolicy
+from usergraph.services.users import ADMIN_ROLE
+from usergraph.settings import Settings
+
+MAX_AUTHORIZATION_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user: User
+    session_id: uuid.UUID
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+@dataclass(eq=False)
+class Context:
+    request: Request
+    response: Response
+    settings: Settings
+    db: Database
+    passwords: PasswordHasher
+    policy: SessionPolicy
+    loaders: Loaders
+    request_id: str
+    client: ClientInfo
+    bearer_token: str | None
+    _claims: AccessClaims | None = field(default=None, init=False)
+    _claims_decoded: bool = field(default=False, init=False)
+    _viewer: asyncio.Future[Viewer | None] | None = field(default=None, init=False)
+
+    @property
+    def claims(self) -> AccessClaims | None:
+        """The verified access-token claims, or None when the token is absent or invalid."""
+        if not self._claims_decoded:
+            self._claims_decoded = True
+            if self.bearer_token:
+                try:
+                    self._claims = self.policy.tokens.decode_access_token(self.bearer_token)
+                except InvalidAccessToken:
+                    self._claims = None
+        return self._claims
+
+    async def viewer(self) -> Viewer | None:
+        """The signed-in user whose session and account are still live, or None."""
+        if self._viewer is None:
+            self._viewer = asyncio.ensure_future(self._load_viewer())
+        return await asyncio.shield(self._viewer)
+
+    async def _load_viewer(self) -> Viewer | None:
+        claims = self.claims
+        if claims is None:
+            return None
+        user, user_session, roles = await asyncio.gather(
+            self.loaders.user_by_id.load(claims.user_id),
+            self.loaders.session_by_id.load(claims.session_id),
+            self.loaders.roles_by_user_id.load(claims.user_id),
+        )
+        if not _is_live(user, user_session, claims):
+            return None
+        assert user is not None
+        return Viewer(
+            user=user, session_id=claims.session_id, roles=frozenset(r.name for r in roles)
+        )
+
+    def forget_viewer(self) -> None:
+        self._viewer = None
+
+
+def _is_live(user: User | None, user_session: UserSession | None, claims: AccessClaims) -> bool:
+    return (
+        user is not None
+        and user.is_active
+        and user_session is not None
+        and user_session.user_id == user.id
+        and user_session.is_open(utcnow())
+    )
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if len(header) > MAX_AUTHORIZATION_LENGTH:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def client_info(request: Request) -> ClientInfo:
+    return ClientInfo(
+        ip_address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+

@@ -1,0 +1,129 @@
+"""Dataloaders: one batch query per relation per tick instead of one query per item.
+
+Created fresh for every request (get_context); each batch opens its own short read session,
+because sibling fields resolve concurrently and a session must not be shared between tasks.
+Each batch returns its results in key order: `[by_key.get(k) for k in keys]`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiodataloader import DataLoader
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from usergraph.db import sessions as session_queries
+from usergraph.db import users as user_queries
+from usergraph.db.keyset import Key, Page
+from usergraph.db.models import Role, User, UserSession, utcnow
+
+MAX_BATCH_SIZE = 1000
+
+
+class _Loader(DataLoader):  # type: ignore[misc]
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(max_batch_size=MAX_BATCH_SIZE)
+        self.sessionmaker = sessionmaker
+
+
+class UserByIdLoader(_Loader):
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[User | None]:
+        async with self.sessionmaker() as session:
+            by_key = {user.id: user for user in await user_queries.get_users_by_ids(session, keys)}
+        return [by_key.get(key) for key in keys]
+
+
+class RolesByUserIdLoader(_Loader):
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[list[Role]]:
+        async with self.sessionmaker() as session:
+            by_key = await user_queries.roles_by_user_ids(session, keys)
+        return [by_key.get(key, []) for key in keys]
+
+
+class SessionByIdLoader(_Loader):
+    async def batch_load_fn(self, keys: Sequence[uuid.UUID]) -> list[UserSession | None]:
+        async with self.sessionmaker() as session:
+            found = await session_queries.get_sessions_by_ids(session, keys)
+        by_key = {row.id: row for row in found}
+        return [by_key.get(key) for key in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsPageKey:
+    user_id: int
+    first: int
+    after: Key | None = None
+
+
+class OpenSessionsByUserIdLoader(_Loader):
+    """Keys are SessionsPageKey; users asked with the same page size share one query."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: datetime) -> None:
+        super().__init__(sessionmaker)
+        self.now = now
+
+    async def batch_load_fn(self, keys: Sequence[SessionsPageKey]) -> list[Page[UserSession]]:
+        groups: dict[tuple[int, Key | None], list[int]] = {}
+        for key in keys:
+            groups.setdefault((key.first, key.after), []).append(key.user_id)
+        pages: dict[SessionsPageKey, Page[UserSession]] = {}
+        async with self.sessionmaker() as session:
+            for (first, after), user_ids in groups.items():
+                found = await session_queries.open_sessions_by_user_ids(
+                    session, user_ids=user_ids, first=first, after=after, now=self.now
+                )
+                for user_id in user_ids:
+                    pages[SessionsPageKey(user_id, first, after)] = found.get(
+                        user_id, Page([], has_next_page=False, has_previous_page=after is not None)
+                    )
+        return [pages[key] for key in keys]
+
+
+class OpenSessionCountByUserIdLoader(_Loader):
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: datetime) -> None:
+        super().__init__(sessionmaker)
+        self.now = now
+
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[int]:
+        async with self.sessionmaker() as session:
+            counts = await session_queries.count_open_sessions(
+                session, user_ids=keys, now=self.now
+            )
+        return [counts.get(key, 0) for key in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaders:
+    user_by_id: UserByIdLoader
+    roles_by_user_id: RolesByUserIdLoader
+    session_by_id: SessionByIdLoader
+    open_sessions_by_user_id: OpenSessionsByUserIdLoader
+    open_session_count_by_user_id: OpenSessionCountByUserIdLoader
+
+    @classmethod
+    def create(cls, sessionmaker: async_sessionmaker[AsyncSession]) -> Loaders:
+        now = utcnow()
+        return cls(
+            user_by_id=UserByIdLoader(sessionmaker),
+            roles_by_user_id=RolesByUserIdLoader(sessionmaker),
+            session_by_id=SessionByIdLoader(sessionmaker),
+            open_sessions_by_user_id=OpenSessionsByUserIdLoader(sessionmaker, now),
+            open_session_count_by_user_id=OpenSessionCountByUserIdLoader(sessionmaker, now),
+        )
+
+    def forget_user(self, user_id: int) -> None:
+        """Drop what this request cached about a user after a write touched it."""
+        for loader in (self.user_by_id, self.roles_by_user_id, self.open_session_count_by_user_id):
+            loader.clear(user_id)
+        self.open_sessions_by_user_id.clear_all()
+
+    def forget_sessions(self) -> None:
+        self.session_by_id.clear_all()
+        self.open_sessions_by_user_id.clear_all()
+        self.open_session_count_by_user_id.clear_all()
+
+    def prime_user(self, user: User) -> None:
+        self.user_by_id.clear(user.id).prime(user.id, user)

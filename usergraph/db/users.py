@@ -1,0 +1,123 @@
+"""Queries on users and their roles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Select, delete, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from usergraph.db.keyset import Page, PageRequest, paginate, to_page
+from usergraph.db.models import Role, User, user_roles
+
+UserOrderField = Literal["created_at", "username"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    search: str | None = None
+    role: str | None = None
+    is_active: bool | None = None
+
+
+def _filtered(query: Select[Any], user_filter: UserFilter) -> Select[Any]:
+    if user_filter.search:
+        term = user_filter.search.lower()
+        query = query.where(
+            or_(
+                User.username.contains(term, autoescape=True),
+                func.lower(User.display_name).contains(term, autoescape=True),
+                User.email_key.contains(term, autoescape=True),
+            )
+        )
+    if user_filter.role is not None:
+        query = query.where(
+            User.id.in_(
+                select(user_roles.c.user_id)
+                .join(Role, Role.id == user_roles.c.role_id)
+                .where(Role.name == user_filter.role)
+            )
+        )
+    if user_filter.is_active is not None:
+        query = query.where(User.is_active.is_(user_filter.is_active))
+    return query
+
+
+def user_sort_key(user: User, field: UserOrderField) -> tuple[Any, ...]:
+    return (getattr(user, field), user.id)
+
+
+async def page_users(
+    session: AsyncSession,
+    *,
+    request: PageRequest,
+    user_filter: UserFilter,
+    order_field: UserOrderField,
+    descending: bool,
+) -> Page[User]:
+    column = User.created_at if order_field == "created_at" else User.username
+    query = paginate(
+        _filtered(select(User), user_filter), [column, User.id], request, descending=descending
+    )
+    rows = (await session.scalars(query)).all()
+    return to_page(rows, request)
+
+
+async def count_users(session: AsyncSession, *, user_filter: UserFilter) -> int:
+    query = _filtered(select(func.count()).select_from(User), user_filter)
+    return int((await session.scalar(query)) or 0)
+
+
+async def get_user_by_login(session: AsyncSession, login: str) -> User | None:
+    """Find a user by email (any case) or username."""
+    login = login.strip().lower()
+    column = User.email_key if "@" in login else User.username
+    return await session.scalar(select(User).where(column == login))
+
+
+async def get_users_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[User]:
+    return list((await session.scalars(select(User).where(User.id.in_(ids)))).all())
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username == username.strip().lower()))
+
+
+async def roles_by_user_ids(
+    session: AsyncSession, user_ids: Sequence[int]
+) -> dict[int, list[Role]]:
+    rows = await session.execute(
+        select(user_roles.c.user_id, Role)
+        .join(Role, Role.id == user_roles.c.role_id)
+        .where(user_roles.c.user_id.in_(user_ids))
+        .order_by(Role.name)
+    )
+    by_user: dict[int, list[Role]] = {}
+    for user_id, role in rows:
+        by_user.setdefault(user_id, []).append(role)
+    return by_user
+
+
+async def get_roles_by_names(session: AsyncSession, names: Sequence[str]) -> list[Role]:
+    return list((await session.scalars(select(Role).where(Role.name.in_(names)))).all())
+
+
+async def set_roles(session: AsyncSession, *, user_id: int, roles: Sequence[Role]) -> None:
+    await session.execute(delete(user_roles).where(user_roles.c.user_id == user_id))
+    if roles:
+        await session.execute(
+            insert(user_roles), [{"user_id": user_id, "role_id": role.id} for role in roles]
+        )
+
+
+async def count_active_admins(session: AsyncSession, *, excluding_user_id: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(user_roles)
+        .join(Role, Role.id == user_roles.c.role_id)
+        .join(User, User.id == user_roles.c.user_id)
+        .where(Role.name == "admin", User.is_active.is_(True), User.id != excluding_user_id)
+    )
+    return int((await session.scalar(query)) or 0)

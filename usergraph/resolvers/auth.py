@@ -1,0 +1,89 @@
+"""Resolvers for signing in and out: register, login, refresh, changePassword."""
+
+from __future__ import annotations
+
+from strawberry import Info
+
+from usergraph.context import Context
+from usergraph.schema.inputs import (
+    ChangePasswordInput,
+    LoginInput,
+    RefreshInput,
+    RegisterInput,
+    given,
+)
+from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload, user_errors
+from usergraph.services import auth as auth_service
+from usergraph.services.errors import Code, Rejected
+
+
+async def register(info: Info[Context, None], input: RegisterInput) -> AuthPayload:
+    ctx = info.context
+    try:
+        result = await auth_service.register(
+            db=ctx.db,
+            passwords=ctx.passwords,
+            policy=ctx.policy,
+            email=input.email,
+            username=input.username,
+            password=input.password,
+            display_name=given(input.display_name),
+            client=ctx.client,
+        )
+    except Rejected as exc:
+        return AuthPayload(user_errors=user_errors(exc))
+    return AuthPayload.signed_in(result)
+
+
+async def login(info: Info[Context, None], input: LoginInput) -> AuthPayload:
+    ctx = info.context
+    try:
+        result = await auth_service.login(
+            db=ctx.db,
+            passwords=ctx.passwords,
+            policy=ctx.policy,
+            login=input.login,
+            password=input.password,
+            client=ctx.client,
+        )
+    except Rejected as exc:
+        return AuthPayload(user_errors=user_errors(exc))
+    return AuthPayload.signed_in(result)
+
+
+async def refresh(info: Info[Context, None], input: RefreshInput) -> AuthPayload:
+    ctx = info.context
+    if not input.refresh_token:
+        missing = Rejected.one(
+            Code.INVALID_INPUT, "Give the refresh token.", "input", "refreshToken"
+        )
+        return AuthPayload(user_errors=user_errors(missing))
+    try:
+        result = await auth_service.refresh(
+            db=ctx.db, policy=ctx.policy, refresh_token=input.refresh_token, client=ctx.client
+        )
+    except Rejected as exc:
+        return AuthPayload(user_errors=user_errors(exc))
+    return AuthPayload.signed_in(result)
+
+
+async def change_password(
+    info: Info[Context, None], input: ChangePasswordInput
+) -> ChangePasswordPayload:
+    ctx = info.context
+    viewer = await ctx.viewer()
+    assert viewer is not None  # the field requires sign-in
+    try:
+        updated = await auth_service.change_password(
+            db=ctx.db,
+            passwords=ctx.passwords,
+            user_id=viewer.user.id,
+            current_session_id=viewer.session_id,
+            current_password=input.current_password,
+            new_password=input.new_password,
+        )
+    except Rejected as exc:
+        return ChangePasswordPayload(user_errors=user_errors(exc))
+    ctx.loaders.forget_sessions()
+    ctx.loaders.prime_user(updated)
+    return ChangePasswordPayload(user=updated)  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""Top-level GraphQL errors: every one carries extensions.code from ErrorCode."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from graphql import GraphQLError
+
+from usergraph.services.errors import BadInput, Forbidden, ServiceError, Unauthenticated
+
+
+class ErrorCode(enum.StrEnum):
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    BAD_USER_INPUT = "BAD_USER_INPUT"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    RATE_LIMITED = "RATE_LIMITED"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+
+
+class PublicError(GraphQLError):
+    """An error meant for the client: never masked."""
+
+    def __init__(self, code: ErrorCode, message: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": code.value, **extensions})
+
+
+def bad_user_input(message: str) -> PublicError:
+    return PublicError(ErrorCode.BAD_USER_INPUT, message)
+
+
+def from_service_error(error: ServiceError) -> PublicError:
+    if isinstance(error, Unauthenticated):
+        return PublicError(ErrorCode.UNAUTHENTICATED, str(error))
+    if isinstance(error, Forbidden):
+        return PublicError(ErrorCode.FORBIDDEN, str(error))
+    if isinstance(error, BadInput):
+        return PublicError(ErrorCode.BAD_USER_INPUT, str(error))
+    raise TypeError(f"{type(error).__name__} is not a request-level error") from error

@@ -1,0 +1,102 @@
+"""Input types and the enums clients pass in."""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+import strawberry
+
+T = TypeVar("T")
+
+
+def given(value: T | None) -> T | None:
+    """None for an optional field or argument the client left out (UNSET) or sent as null."""
+    return None if value is strawberry.UNSET else value
+
+
+@strawberry.enum
+class UserOrderField(enum.Enum):
+    CREATED_AT = "created_at"
+    USERNAME = "username"
+
+
+@strawberry.enum
+class OrderDirection(enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@strawberry.input
+class UserFilter:
+    search: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Case-insensitive match on username, display name or email."
+    )
+    role: str | None = strawberry.UNSET
+    is_active: bool | None = strawberry.UNSET
+
+
+@strawberry.input
+class UserOrder:
+    field: UserOrderField
+    direction: OrderDirection
+
+
+@strawberry.input
+class RegisterInput:
+    email: str
+    username: str
+    password: str
+    display_name: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class LoginInput:
+    login: str = strawberry.field(description="Email or username.")
+    password: str
+
+
+@strawberry.input(
+    description=(
+        "refreshToken may be omitted when the server runs in cookie mode and the cookie is "
+        "present."
+    )
+)
+class RefreshInput:
+    refresh_token: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class LogoutInput:
+    refresh_token: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class ChangePasswordInput:
+    current_password: str
+    new_password: str
+
+
+@strawberry.input
+class UpdateProfileInput:
+    display_name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Omit to keep; null or empty to clear."
+    )
+    username: str | None = strawberry.field(default=strawberry.UNSET, description="Omit to keep.")
+
+
+@strawberry.input
+class RevokeSessionInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class SetUserRolesInput:
+    user_id: strawberry.ID
+    roles: list[str]
+
+
+@strawberry.input
+class SetUserActiveInput:
+    user_id: strawberry.ID
+    active: bool

@@ -1,0 +1,68 @@
+"""The Mutation root: one input, one payload with userErrors."""
+
+from __future__ import annotations
+
+import strawberry
+
+from usergraph.resolvers import auth, sessions, users
+from usergraph.schema.payloads import (
+    AuthPayload,
+    ChangePasswordPayload,
+    LogoutPayload,
+    RevokeSessionPayload,
+    UpdateProfilePayload,
+    UserPayload,
+)
+from usergraph.schema.permissions import admins_only, signed_in
+
+
+@strawberry.type
+class Mutation:
+    register: AuthPayload = strawberry.field(
+        resolver=auth.register, description="Create an account and sign it in."
+    )
+    login: AuthPayload = strawberry.field(
+        resolver=auth.login,
+        description="Sign in with email or username and password; opens a session.",
+    )
+    refresh: AuthPayload = strawberry.field(
+        resolver=auth.refresh,
+        description="Trade a refresh token for a new access token and a new refresh token "
+        "(rotation).",
+    )
+    logout: LogoutPayload = strawberry.field(
+        resolver=sessions.logout,
+        description="End one session: the given refresh token's, else the current access "
+        "token's.",
+    )
+    logout_all: LogoutPayload = strawberry.field(
+        resolver=sessions.logout_all,
+        extensions=signed_in(),
+        description="End every session of the viewer.",
+    )
+    change_password: ChangePasswordPayload = strawberry.field(
+        resolver=auth.change_password,
+        extensions=signed_in(),
+        description="Change the viewer's password; every other session of the viewer ends.",
+    )
+    update_profile: UpdateProfilePayload = strawberry.field(
+        resolver=users.update_profile,
+        extensions=signed_in(),
+        description="Change the viewer's own profile.",
+    )
+    revoke_session: RevokeSessionPayload = strawberry.field(
+        resolver=sessions.revoke_session,
+        extensions=signed_in(),
+        description="End one of the viewer's sessions (an administrator may end anyone's).",
+    )
+    set_user_roles: UserPayload = strawberry.field(
+        resolver=users.set_user_roles,
+        extensions=admins_only(),
+        description="Administrators: replace a user's roles.",
+    )
+    set_user_active: UserPayload = strawberry.field(
+        resolver=users.set_user_active,
+        extensions=admins_only(),
+        description="Administrators: disable or enable an account; disabling ends its "
+        "sessions.",
+    )

@@ -1,0 +1,126 @@
+"""Relay plumbing: opaque global ids, cursors, PageInfo and page-size rules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from graphql import GraphQLResolveInfo
+
+from usergraph.db.keyset import Key, PageRequest
+from usergraph.schema.errors import bad_user_input
+
+MAX_PAGE_SIZE = 100
+
+
+def _b64encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _b64decode(value: str) -> str:
+    padded = value + "=" * (-len(value) % 4)
+    return base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+
+
+def to_global_id(type_name: str, local_id: object) -> strawberry.ID:
+    return strawberry.ID(_b64encode(f"{type_name}:{local_id}"))
+
+
+def from_global_id(global_id: str) -> tuple[str, str]:
+    """Return (type name, local id) or raise BAD_USER_INPUT."""
+    try:
+        if len(global_id) > 200:
+            raise ValueError
+        type_name, _, local_id = _b64decode(global_id).partition(":")
+    except (ValueError, UnicodeError, binascii.Error):
+        raise bad_user_input("Malformed id.") from None
+    if not type_name or not local_id:
+        raise bad_user_input("Malformed id.")
+    return type_name, local_id
+
+
+def user_pk(global_id: str) -> int:
+    """The users.id behind a User global id, or BAD_USER_INPUT."""
+    type_name, local_id = from_global_id(global_id)
+    if type_name != "User" or not local_id.isdigit() or len(local_id) > 18:
+        raise bad_user_input("Not a User id.")
+    return int(local_id)
+
+
+def session_pk(global_id: str) -> uuid.UUID:
+    type_name, local_id = from_global_id(global_id)
+    try:
+        if type_name != "Session":
+            raise ValueError
+        return uuid.UUID(local_id)
+    except ValueError:
+        raise bad_user_input("Not a Session id.") from None
+
+
+def encode_cursor(tag: str, key: Key) -> str:
+    values = [value.isoformat() if isinstance(value, datetime) else value for value in key]
+    return _b64encode(json.dumps([tag, *[str(v) if isinstance(v, uuid.UUID) else v for v in values]]))
+
+
+def decode_cursor(cursor: str, tag: str, kinds: tuple[type, ...]) -> Key:
+    """Decode a cursor made by encode_cursor(tag, ...) whose values have types kinds."""
+    try:
+        if len(cursor) > 500:
+            raise ValueError
+        raw = json.loads(_b64decode(cursor))
+        if not isinstance(raw, list) or len(raw) != len(kinds) + 1 or raw[0] != tag:
+            raise ValueError
+        return tuple(_decode_value(value, kind) for value, kind in zip(raw[1:], kinds, strict=True))
+    except (ValueError, UnicodeError, binascii.Error, TypeError):
+        raise bad_user_input("Malformed or foreign cursor.") from None
+
+
+def _decode_value(value: Any, kind: type) -> Any:
+    if kind is datetime:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError
+        return parsed
+    if kind is uuid.UUID:
+        return uuid.UUID(value)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError
+    if kind is str and not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+def page_request(
+    info: GraphQLResolveInfo,
+    *,
+    first: int | None,
+    after: Key | None,
+    last: int | None = None,
+    before: Key | None = None,
+) -> PageRequest:
+    """Check the page arguments: sizes 0..100, and not both first and last."""
+    if last is not None:
+        # `first` has a default in the schema; it only conflicts when the client wrote it.
+        written = {argument.name.value for argument in info.field_nodes[0].arguments}
+        if "first" in written and first is not None:
+            raise bad_user_input("Give either first or last, not both.")
+        first = None
+    for name, size in (("first", first), ("last", last)):
+        if size is not None and not 0 <= size <= MAX_PAGE_SIZE:
+            raise bad_user_input(f"{name} must be between 0 and {MAX_PAGE_SIZE}.")
+    if first is None and last is None:
+        raise bad_user_input("Give first or last.")
+    return PageRequest(first=first, after=after, last=last, before=before)
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None

@@ -1,0 +1,199 @@
+"""The object types clients see. They resolve straight from the ORM rows (no copying)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import strawberry
+from strawberry import Info, Parent
+
+from usergraph.context import Context
+from usergraph.db import models
+from usergraph.db.keyset import Page
+from usergraph.db.loaders import SessionsPageKey
+from usergraph.schema.permissions import self_or_admin
+from usergraph.schema.relay import (
+    PageInfo,
+    decode_cursor,
+    encode_cursor,
+    page_request,
+    to_global_id,
+)
+
+SESSION_CURSOR = "s"
+
+
+@strawberry.interface(description="An object with a global id.")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type(description="A named set of permissions.")
+class Role:
+    name: str
+    description: str | None
+
+
+@strawberry.type(description="A user account.")
+class User(Node):
+    username: str
+    display_name: str | None
+    is_active: bool
+    created_at: datetime
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.User)
+
+    @strawberry.field
+    def id(self, root: Parent[models.User]) -> strawberry.ID:
+        return to_global_id("User", root.id)
+
+    @strawberry.field(
+        description="Visible to the user and administrators; null (no error) for anyone else.",
+        extensions=self_or_admin(silent=True),
+    )
+    def email(self, root: Parent[models.User]) -> str | None:
+        return root.email
+
+    @strawberry.field(
+        description="Visible to the user and administrators; null for anyone else.",
+        extensions=self_or_admin(silent=True),
+    )
+    def last_login_at(self, root: Parent[models.User]) -> datetime | None:
+        return root.last_login_at
+
+    @strawberry.field
+    async def roles(self, root: Parent[models.User], info: Info[Context, None]) -> list[Role]:
+        roles: list[Role] = await info.context.loaders.roles_by_user_id.load(root.id)
+        return roles
+
+    @strawberry.field(
+        description=(
+            "The user's open sessions. The user and administrators only; "
+            "FORBIDDEN for anyone else."
+        ),
+        extensions=self_or_admin(silent=False),
+    )
+    async def sessions(
+        self,
+        root: Parent[models.User],
+        info: Info[Context, None],
+        first: int | None = 20,
+        after: str | None = strawberry.UNSET,
+    ) -> SessionConnection:
+        key = decode_cursor(after, SESSION_CURSOR, (datetime, uuid.UUID)) if after else None
+        request = page_request(info, first=first if first is not None else 20, after=key)
+        assert request.first is not None
+        page: Page[models.UserSession] = await info.context.loaders.open_sessions_by_user_id.load(
+            SessionsPageKey(root.id, request.first, key)
+        )
+        return SessionConnection.from_page(page, user_id=root.id)
+
+
+@strawberry.type(name="Session", description="A signed-in device: one refresh-token family.")
+class Session(Node):
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip_address: str | None
+    revoked_at: datetime | None = strawberry.field(
+        description="When the session was ended; null while it is open."
+    )
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.UserSession)
+
+    @strawberry.field
+    def id(self, root: Parent[models.UserSession]) -> strawberry.ID:
+        return to_global_id("Session", root.id)
+
+    @strawberry.field
+    async def user(self, root: Parent[models.UserSession], info: Info[Context, None]) -> User:
+        user: User = await info.context.loaders.user_by_id.load(root.user_id)
+        return user
+
+    @strawberry.field(
+        description="True for the session that the request's access token belongs to."
+    )
+    def current(self, root: Parent[models.UserSession], info: Info[Context, None]) -> bool:
+        claims = info.context.claims
+        return claims is not None and claims.session_id == root.id
+
+
+@strawberry.type
+class UserEdge:
+    cursor: str
+    node: User
+
+
+@strawberry.type
+class SessionEdge:
+    cursor: str
+    node: Session
+
+
+def session_cursor(row: models.UserSession) -> str:
+    return encode_cursor(SESSION_CURSOR, (row.created_at, row.id))
+
+
+@strawberry.type
+class SessionConnection:
+    edges: list[SessionEdge]
+    page_info: PageInfo
+    user_id: strawberry.Private[int]
+
+    @classmethod
+    def from_page(cls, page: Page[models.UserSession], *, user_id: int) -> SessionConnection:
+        edges = [SessionEdge(cursor=session_cursor(row), node=row) for row in page.items]  # type: ignore[arg-type]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            user_id=user_id,
+        )
+
+    @strawberry.field
+    async def total_count(self, info: Info[Context, None]) -> int:
+        count: int = await info.context.loaders.open_session_count_by_user_id.load(self.user_id)
+        return count
+
+
+@strawberry.type
+class UserConnection:
+    edges: list[UserEdge]
+    page_info: PageInfo
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Computed only when selected.")
+    async def total_count(self) -> int:
+        return await self.count()
+
+    @classmethod
+    def from_page(
+        cls,
+        page: Page[models.User],
+        *,
+        cursor: Callable[[models.User], str],
+        count: Callable[[], Awaitable[int]],
+    ) -> UserConnection:
+        edges = [UserEdge(cursor=cursor(row), node=row) for row in page.items]  # type: ignore[arg-type]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            count=count,
+        )

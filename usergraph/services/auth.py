@@ -1,0 +1,230 @@
+"""Signing in: register, login, refresh (rotation with reuse detection), password change."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
+from usergraph.db import sessions as session_queries
+from usergraph.db import users as user_queries
+from usergraph.db.engine import Database
+from usergraph.db.models import User, utcnow
+from usergraph.services import validation
+from usergraph.services.errors import Code, Rejected
+from usergraph.services.sessions import (
+    ClientInfo,
+    SessionPolicy,
+    SignedIn,
+    open_session,
+    rotate_refresh_token,
+)
+from usergraph.services.users import DEFAULT_ROLE, clean_new_account, insert_user
+
+log = logging.getLogger("usergraph.security")
+
+# Longer inputs are refused before any hashing, so one request cannot buy unbounded work.
+MAX_LOGIN_PASSWORD_LENGTH = 1024
+
+INVALID_CREDENTIALS = "Wrong login or password."
+
+
+async def register(
+    *,
+    db: Database,
+    passwords: PasswordHasher,
+    policy: SessionPolicy,
+    email: str,
+    username: str,
+    password: str,
+    display_name: str | None,
+    client: ClientInfo,
+) -> SignedIn:
+    """Create an account with the default role and sign it in."""
+    email, username, display_name = clean_new_account(
+        email=email, username=username, password=password, display_name=display_name
+    )
+    password_hash = await passwords.hash(password)
+    async with db.sessionmaker() as s, s.begin():
+        user = await insert_user(
+            s,
+            email=email,
+            username=username,
+            password_hash=password_hash,
+            display_name=display_name,
+            roles=[DEFAULT_ROLE],
+        )
+        now = utcnow()
+        user.last_login_at = now
+        signed_in = await open_session(
+            s, user=user, roles=[DEFAULT_ROLE], policy=policy, client=client, now=now
+        )
+    log.info("register user_id=%s ip=%s", user.id, client.ip_address)
+    return signed_in
+
+
+async def login(
+    *,
+    db: Database,
+    passwords: PasswordHasher,
+    policy: SessionPolicy,
+    login: str,
+    password: str,
+    client: ClientInfo,
+) -> SignedIn:
+    """Check the credentials and open a session. Unknown logins cost as much as wrong passwords."""
+    if len(password) > MAX_LOGIN_PASSWORD_LENGTH or len(login) > validation.MAX_LOGIN_LENGTH:
+        raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+    async with db.read_sessionmaker() as s:
+        user = await user_queries.get_user_by_login(s, login)
+    if user is None:
+        await passwords.verify_dummy(password)
+        log.info("login_failed reason=credentials ip=%s", client.ip_address)
+        raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+    verified = await passwords.verify(password, user.password_hash)
+    if not verified.ok:
+        log.info("login_failed reason=credentials user_id=%s ip=%s", user.id, client.ip_address)
+        raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+    if not user.is_active:
+        log.info("login_failed reason=disabled user_id=%s ip=%s", user.id, client.ip_address)
+        raise Rejected.one(Code.ACCOUNT_DISABLED, "This account is disabled.")
+
+    async with db.sessionmaker() as s, s.begin():
+        now = utcnow()
+        values: dict[str, object] = {"last_login_at": now}
+        if verified.new_hash:
+            values["password_hash"] = verified.new_hash
+        # Only if the password did not change since we verified it.
+        result = await s.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == user.password_hash)
+            .values(**values)
+            .returning(User)
+        )
+        current = result.scalar_one_or_none()
+        if current is None or not current.is_active:
+            raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+        roles = await _role_names(s, current.id)
+        signed_in = await open_session(
+            s, user=current, roles=roles, policy=policy, client=client, now=now
+        )
+    log.info("login user_id=%s session_id=%s ip=%s", user.id, signed_in.session_id, client.ip_address)
+    return signed_in
+
+
+async def _role_names(s: AsyncSession, user_id: int) -> list[str]:
+    roles = await user_queries.roles_by_user_ids(s, [user_id])
+    return [role.name for role in roles.get(user_id, [])]
+
+
+def _invalid_refresh_token(message: str = "This refresh token is not valid.") -> Rejected:
+    return Rejected.one(Code.INVALID_REFRESH_TOKEN, message, "input", "refreshToken")
+
+
+async def refresh(
+    *, db: Database, policy: SessionPolicy, refresh_token: str, client: ClientInfo
+) -> SignedIn:
+    """Trade a refresh token for a new token pair in the same session.
+
+    A token used a second time within the grace window (a client retrying, two tabs racing) is
+    only refused; after the window it is treated as stolen and its whole session ends.
+    """
+    if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+        raise _invalid_refresh_token()
+    token_hash = hash_refresh_token(refresh_token)
+    reused_session: uuid.UUID | None = None
+    async with db.sessionmaker() as s, s.begin():
+        now = utcnow()
+        found = await session_queries.get_refresh_token(s, token_hash)
+        if found is None:
+            raise _invalid_refresh_token()
+        token, user_session = found
+        if token.used_at is not None:
+            if now - token.used_at <= policy.reuse_grace:
+                raise _invalid_refresh_token("This refresh token was already used.")
+            # Committed below, even though the request fails.
+            await session_queries.revoke_sessions(
+                s, now=now, reason="refresh_token_reused", session_ids=[user_session.id]
+            )
+            reused_session = user_session.id
+        else:
+            if not user_session.is_open(now) or token.expires_at <= now:
+                raise _invalid_refresh_token()
+            user = await s.get(User, user_session.user_id)
+            if user is None or not user.is_active:
+                raise _invalid_refresh_token()
+            if not await session_queries.claim_refresh_token(s, token_id=token.id, now=now):
+                raise _invalid_refresh_token("This refresh token was already used.")
+            signed_in = await rotate_refresh_token(
+                s,
+                user=user,
+                roles=await _role_names(s, user.id),
+                user_session=user_session,
+                policy=policy,
+                client=client,
+                now=now,
+            )
+    if reused_session is not None:
+        log.warning(
+            "refresh_token_reused session_id=%s ip=%s session_revoked=true",
+            reused_session,
+            client.ip_address,
+        )
+        raise Rejected.one(
+            Code.REFRESH_TOKEN_REUSED,
+            "This refresh token was used before; the session has been ended. Sign in again.",
+            "input",
+            "refreshToken",
+        )
+    return signed_in
+
+
+async def change_password(
+    *,
+    db: Database,
+    passwords: PasswordHasher,
+    user_id: int,
+    current_session_id: uuid.UUID | None,
+    current_password: str,
+    new_password: str,
+) -> User:
+    """Set a new password after checking the current one; end the user's other sessions."""
+    async with db.read_sessionmaker() as s:
+        user = await s.get(User, user_id)
+    if user is None:
+        raise Rejected.one(Code.NOT_FOUND, "No such user.")
+    wrong = Rejected.one(
+        Code.INVALID_CREDENTIALS, "The current password is wrong.", "input", "currentPassword"
+    )
+    if len(current_password) > MAX_LOGIN_PASSWORD_LENGTH:
+        raise wrong
+    validation.check_password(
+        new_password, "input", "newPassword", email=user.email, username=user.username
+    )
+    if not (await passwords.verify(current_password, user.password_hash)).ok:
+        raise wrong
+    new_hash = await passwords.hash(new_password)
+    async with db.sessionmaker() as s, s.begin():
+        now = utcnow()
+        result = await s.execute(
+            update(User)
+            .where(User.id == user_id, User.password_hash == user.password_hash)
+            .values(password_hash=new_hash, updated_at=now)
+            .returning(User)
+        )
+        updated = result.scalar_one_or_none()
+        if updated is None:  # changed concurrently: the current password is no longer current
+            raise wrong
+        ended = await session_queries.revoke_sessions(
+            s,
+            now=now,
+            reason="password_changed",
+            user_id=user_id,
+            keep_session_id=current_session_id,
+        )
+    log.info("password_changed user_id=%s sessions_ended=%s", user_id, ended)
+    return updated

@@ -1,0 +1,71 @@
+"""Domain errors raised by the services; the resolvers turn them into GraphQL.
+
+    ServiceError
+     ├── Rejected            expected failure of a mutation -> payload.userErrors
+     │                       (one or more Problems, each with a Code and an input field path)
+     ├── Unauthenticated     no valid access token, or its session/user is gone
+     │                       -> GraphQL error UNAUTHENTICATED
+     ├── Forbidden           signed in but not allowed -> GraphQL error FORBIDDEN
+     └── BadInput            a malformed argument (bad global id, page size) -> BAD_USER_INPUT
+
+Messages never contain secrets, hashes, tokens, or whether an email is registered.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class Code(enum.Enum):
+    """Why a mutation was rejected (the schema's UserErrorCode)."""
+
+    INVALID_EMAIL = "INVALID_EMAIL"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    INVALID_USERNAME = "INVALID_USERNAME"
+    USERNAME_TAKEN = "USERNAME_TAKEN"
+    WEAK_PASSWORD = "WEAK_PASSWORD"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
+    ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+    INVALID_REFRESH_TOKEN = "INVALID_REFRESH_TOKEN"
+    REFRESH_TOKEN_REUSED = "REFRESH_TOKEN_REUSED"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_INPUT = "INVALID_INPUT"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: Code
+    message: str
+    # Path to the input field at fault, e.g. ("input", "email"); empty when no one field is.
+    field: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ServiceError(Exception):
+    pass
+
+
+class Rejected(ServiceError):
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("; ".join(problem.message for problem in problems))
+        self.problems = tuple(problems)
+
+    @classmethod
+    def one(cls, code: Code, message: str, *field: str) -> Rejected:
+        return cls([Problem(code=code, message=message, field=field)])
+
+
+class Unauthenticated(ServiceError):
+    def __init__(self, message: str = "Sign in to do this.") -> None:
+        super().__init__(message)
+
+
+class Forbidden(ServiceError):
+    def __init__(self, message: str = "You are not allowed to do this.") -> None:
+        super().__init__(message)
+
+
+class BadInput(ServiceError):
+    pass

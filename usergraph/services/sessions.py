@@ -1,0 +1,177 @@
+"""Sessions: opening one at sign-in, rotating its refresh token, ending it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from usergraph.auth.tokens import (
+    IssuedToken,
+    TokenCodec,
+    hash_refresh_token,
+    new_refresh_token,
+)
+from usergraph.db import sessions as session_queries
+from usergraph.db.engine import Database
+from usergraph.db.models import User, UserSession, utcnow
+from usergraph.services.errors import Code, Forbidden, Rejected
+
+MAX_USER_AGENT_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    tokens: TokenCodec
+    refresh_ttl: timedelta
+    reuse_grace: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """What a successful register, login or refresh hands back; refresh_token is shown once."""
+
+    user: User
+    session_id: uuid.UUID
+    access: IssuedToken
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+async def _issue(
+    s: AsyncSession,
+    *,
+    user: User,
+    roles: Sequence[str],
+    user_session: UserSession,
+    policy: SessionPolicy,
+    now: datetime,
+) -> SignedIn:
+    refresh_token = new_refresh_token()
+    expires_at = now + policy.refresh_ttl
+    user_session.expires_at = expires_at
+    user_session.last_used_at = now
+    await session_queries.add_refresh_token(
+        s,
+        session_id=user_session.id,
+        token_hash=hash_refresh_token(refresh_token),
+        expires_at=expires_at,
+    )
+    access = policy.tokens.issue_access_token(
+        user_id=user.id, session_id=user_session.id, roles=roles, now=now
+    )
+    return SignedIn(
+        user=user,
+        session_id=user_session.id,
+        access=access,
+        refresh_token=refresh_token,
+        refresh_expires_at=expires_at,
+    )
+
+
+async def open_session(
+    s: AsyncSession,
+    *,
+    user: User,
+    roles: Sequence[str],
+    policy: SessionPolicy,
+    client: ClientInfo,
+    now: datetime,
+) -> SignedIn:
+    """Start a session for user inside the caller's transaction and return its first tokens."""
+    user_session = UserSession(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + policy.refresh_ttl,
+        ip_address=client.ip_address,
+        user_agent=(client.user_agent or "")[:MAX_USER_AGENT_LENGTH] or None,
+    )
+    s.add(user_session)
+    await s.flush()
+    return await _issue(
+        s, user=user, roles=roles, user_session=user_session, policy=policy, now=now
+    )
+
+
+async def rotate_refresh_token(
+    s: AsyncSession,
+    *,
+    user: User,
+    roles: Sequence[str],
+    user_session: UserSession,
+    policy: SessionPolicy,
+    client: ClientInfo,
+    now: datetime,
+) -> SignedIn:
+    """Give an existing session a new token pair (the old refresh token is already claimed)."""
+    if client.ip_address:
+        user_session.ip_address = client.ip_address
+    if client.user_agent:
+        user_session.user_agent = client.user_agent[:MAX_USER_AGENT_LENGTH]
+    return await _issue(
+        s, user=user, roles=roles, user_session=user_session, policy=policy, now=now
+    )
+
+
+async def logout_by_refresh_token(*, db: Database, refresh_token: str) -> int:
+    """End the session that refresh_token belongs to; return 1, or 0 if it had already ended."""
+    async with db.sessionmaker() as s, s.begin():
+        found = await session_queries.get_refresh_token(s, hash_refresh_token(refresh_token))
+        if found is None:
+            raise Rejected.one(
+                Code.INVALID_REFRESH_TOKEN,
+                "This refresh token is not valid.",
+                "input",
+                "refreshToken",
+            )
+        return await session_queries.revoke_sessions(
+            s, now=utcnow(), reason="logout", session_ids=[found[1].id]
+        )
+
+
+async def logout_session(*, db: Database, user_id: int, session_id: uuid.UUID) -> int:
+    """End one session of user; return 1, or 0 if it had already ended."""
+    async with db.sessionmaker() as s, s.begin():
+        return await session_queries.revoke_sessions(
+            s, now=utcnow(), reason="logout", user_id=user_id, session_ids=[session_id]
+        )
+
+
+async def logout_all(*, db: Database, user_id: int) -> int:
+    """End every open session of user; return how many were open."""
+    async with db.sessionmaker() as s, s.begin():
+        return await session_queries.revoke_sessions(
+            s, now=utcnow(), reason="logout_all", user_id=user_id
+        )
+
+
+async def revoke_session(
+    *, db: Database, actor_id: int, actor_is_admin: bool, session_id: uuid.UUID
+) -> UserSession:
+    """End a session of the actor's (any session, for administrators); return it."""
+    async with db.sessionmaker() as s, s.begin():
+        user_session = await s.get(UserSession, session_id)
+        if user_session is None or (user_session.user_id != actor_id and not actor_is_admin):
+            # The same answer for someone else's session as for none: ids reveal nothing.
+            raise Rejected.one(Code.NOT_FOUND, "No such session.", "input", "id")
+        now = utcnow()
+        if user_session.revoked_at is None:
+            user_session.revoked_at = now
+            user_session.revoked_reason = "revoked"
+        return user_session
+
+
+def require_owner_or_admin(*, actor_id: int, actor_is_admin: bool, owner_id: int) -> None:
+    if actor_id != owner_id and not actor_is_admin:
+        raise Forbidden()

@@ -1,0 +1,291 @@
+"""Accounts: creating them, listing them, changing profiles, roles and activity."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from usergraph.auth.passwords import PasswordHasher
+from usergraph.db import sessions as session_queries
+from usergraph.db import users as user_queries
+from usergraph.db.engine import Database
+from usergraph.db.keyset import Page, PageRequest
+from usergraph.db.models import Role, User, utcnow
+from usergraph.db.users import UserFilter, UserOrderField
+from usergraph.services import validation
+from usergraph.services.errors import Code, Problem, Rejected
+
+ADMIN_ROLE = "admin"
+DEFAULT_ROLE = "user"
+
+
+class Keep(enum.Enum):
+    """Marks an optional update argument the client did not send: leave the value as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def _taken_problem(exc: IntegrityError, *, email_field: str, username_field: str) -> Problem:
+    # Unique violations name the constraint (uq_users_email_key, uq_users_username) on PostgreSQL
+    # and the column (users.email_key, users.username) on SQLite.
+    text = str(exc.orig)
+    if "email_key" in text:
+        return Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", email_field))
+    if "username" in text:
+        return Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", username_field))
+    raise exc
+
+
+async def _check_free(s: AsyncSession, *, email_key: str | None, username: str | None) -> None:
+    problems = []
+    if email_key is not None and await s.scalar(
+        select(User.id).where(User.email_key == email_key)
+    ):
+        problems.append(
+            Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", "email"))
+        )
+    if username is not None and await s.scalar(select(User.id).where(User.username == username)):
+        problems.append(
+            Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", "username"))
+        )
+    if problems:
+        raise Rejected(problems)
+
+
+def clean_new_account(
+    *, email: str, username: str, password: str, display_name: str | None
+) -> tuple[str, str, str | None]:
+    """Validate a new account's fields; return email, username and display name, cleaned.
+
+    Every problem is reported at once, each with its input field.
+    """
+    problems: list[Problem] = []
+    clean_email = clean_username = clean_display = None
+    try:
+        clean_email = validation.clean_email(email, "input", "email")
+    except Rejected as exc:
+        problems += exc.problems
+    try:
+        clean_username = validation.clean_username(username, "input", "username")
+    except Rejected as exc:
+        problems += exc.problems
+    problems += validation.password_problems(
+        password, email=email.strip(), username=username.strip(), field=("input", "password")
+    )
+    try:
+        clean_display = validation.clean_display_name(display_name, "input", "displayName")
+    except Rejected as exc:
+        problems += exc.problems
+    if problems:
+        raise Rejected(problems)
+    assert clean_email is not None and clean_username is not None
+    return clean_email, clean_username, clean_display
+
+
+async def insert_user(
+    s: AsyncSession,
+    *,
+    email: str,
+    username: str,
+    password_hash: str,
+    display_name: str | None,
+    roles: Sequence[str],
+) -> User:
+    """Insert a validated account with roles inside the caller's transaction.
+
+    Raises Rejected with EMAIL_TAKEN or USERNAME_TAKEN, also when a concurrent request wins.
+    """
+    key = validation.email_key(email)
+    await _check_free(s, email_key=key, username=username)
+    now = utcnow()
+    user = User(
+        email=email,
+        email_key=key,
+        username=username,
+        display_name=display_name,
+        password_hash=password_hash,
+        is_active=True,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with s.begin_nested():
+            s.add(user)
+            await s.flush()
+    except IntegrityError as exc:
+        raise Rejected(
+            [_taken_problem(exc, email_field="email", username_field="username")]
+        ) from None
+    await user_queries.set_roles(
+        s, user_id=user.id, roles=await user_queries.get_roles_by_names(s, roles)
+    )
+    return user
+
+
+async def create_user(
+    *,
+    db: Database,
+    passwords: PasswordHasher,
+    email: str,
+    username: str,
+    password: str,
+    display_name: str | None = None,
+    admin: bool = False,
+) -> User:
+    """Create an account without signing it in (the CLI); return it."""
+    email, username, display_name = clean_new_account(
+        email=email, username=username, password=password, display_name=display_name
+    )
+    password_hash = await passwords.hash(password)
+    async with db.sessionmaker() as s, s.begin():
+        return await insert_user(
+            s,
+            email=email,
+            username=username,
+            password_hash=password_hash,
+            display_name=display_name,
+            roles=[ADMIN_ROLE, DEFAULT_ROLE] if admin else [DEFAULT_ROLE],
+        )
+
+
+async def list_users(
+    *,
+    db: Database,
+    request: PageRequest,
+    user_filter: UserFilter,
+    order_field: UserOrderField,
+    descending: bool,
+) -> Page[User]:
+    """Return one keyset page of users."""
+    async with db.read_sessionmaker() as s:
+        return await user_queries.page_users(
+            s,
+            request=request,
+            user_filter=user_filter,
+            order_field=order_field,
+            descending=descending,
+        )
+
+
+async def count_users(*, db: Database, user_filter: UserFilter) -> int:
+    async with db.read_sessionmaker() as s:
+        return await user_queries.count_users(s, user_filter=user_filter)
+
+
+async def get_user_by_username(*, db: Database, username: str) -> User | None:
+    async with db.read_sessionmaker() as s:
+        return await user_queries.get_user_by_username(s, username)
+
+
+async def update_profile(
+    *,
+    db: Database,
+    user_id: int,
+    display_name: str | None | Keep = KEEP,
+    username: str | None | Keep = KEEP,
+) -> User:
+    """Change the user's display name and/or username; return the user."""
+    problems: list[Problem] = []
+    new_display: str | None | Keep = KEEP
+    new_username: str | Keep = KEEP
+    if not isinstance(display_name, Keep):
+        try:
+            new_display = validation.clean_display_name(display_name, "input", "displayName")
+        except Rejected as exc:
+            problems += exc.problems
+    if isinstance(username, str):
+        try:
+            new_username = validation.clean_username(username, "input", "username")
+        except Rejected as exc:
+            problems += exc.problems
+    if problems:
+        raise Rejected(problems)
+    async with db.sessionmaker() as s, s.begin():
+        user = await _get_user(s, user_id, field=())
+        if not isinstance(new_username, Keep) and new_username != user.username:
+            await _check_free(s, email_key=None, username=new_username)
+            user.username = new_username
+        if not isinstance(new_display, Keep):
+            user.display_name = new_display
+        try:
+            async with s.begin_nested():
+                await s.flush()
+        except IntegrityError as exc:
+            raise Rejected(
+                [_taken_problem(exc, email_field="email", username_field="username")]
+            ) from None
+        return user
+
+
+async def _get_user(s: AsyncSession, user_id: int, *, field: tuple[str, ...]) -> User:
+    user = await s.get(User, user_id)
+    if user is None:
+        raise Rejected([Problem(Code.NOT_FOUND, "No such user.", field)])
+    return user
+
+
+async def set_user_roles(
+    *, db: Database, actor_id: int, user_id: int, role_names: Sequence[str]
+) -> User:
+    """Replace the user's roles with role_names; return the user."""
+    wanted = list(dict.fromkeys(name.strip().lower() for name in role_names))
+    async with db.sessionmaker() as s, s.begin():
+        user = await _get_user(s, user_id, field=("input", "userId"))
+        roles = await user_queries.get_roles_by_names(s, wanted)
+        known = {role.name for role in roles}
+        unknown = [
+            Problem(Code.INVALID_INPUT, f"Unknown role {name!r}.", ("input", "roles", str(index)))
+            for index, name in enumerate(role_names)
+            if name.strip().lower() not in known
+        ]
+        if unknown:
+            raise Rejected(unknown)
+        if ADMIN_ROLE not in known:
+            await _keep_an_admin(s, user_id=user.id)
+        await user_queries.set_roles(s, user_id=user.id, roles=_in_order(roles, wanted))
+        user.updated_at = utcnow()
+        return user
+
+
+def _in_order(roles: Sequence[Role], names: Sequence[str]) -> list[Role]:
+    by_name = {role.name: role for role in roles}
+    return [by_name[name] for name in names]
+
+
+async def _keep_an_admin(s: AsyncSession, *, user_id: int) -> None:
+    """Refuse a change that would leave no active administrator (nobody could undo it)."""
+    roles = await user_queries.roles_by_user_ids(s, [user_id])
+    is_admin = any(role.name == ADMIN_ROLE for role in roles.get(user_id, []))
+    if is_admin and await user_queries.count_active_admins(s, excluding_user_id=user_id) == 0:
+        raise Rejected.one(
+            Code.INVALID_INPUT, "This would leave no active administrator.", "input", "userId"
+        )
+
+
+async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: bool) -> User:
+    """Enable or disable the account; disabling ends all of its sessions. Return the user."""
+    async with db.sessionmaker() as s, s.begin():
+        user = await _get_user(s, user_id, field=("input", "userId"))
+        if not active:
+            if user.id == actor_id:
+                raise Rejected.one(
+                    Code.INVALID_INPUT, "You cannot disable your own account.", "input", "active"
+                )
+            await _keep_an_admin(s, user_id=user.id)
+            await session_queries.revoke_sessions(
+                s, now=utcnow(), reason="account_disabled", user_id=user.id
+            )
+        if user.is_active != active:
+            user.is_active = active
+            user.updated_at = utcnow()
+        return user
+
+
