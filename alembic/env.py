@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy.engine import Connection
 
+from alembic import context
 from usergraph.db.engine import create_engine
 from usergraph.db.models import Base
 

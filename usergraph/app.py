@@ -75,7 +75,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:  # type: ignore[override]
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
         assert isinstance(request, Request) and isinstance(response, Response)
         runtime: Runtime = request.app.state.runtime
         return Context(

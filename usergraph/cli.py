@@ -72,8 +72,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 async def _create_user(args: argparse.Namespace, settings: Settings, password: str) -> int:
     from usergraph.app import build_runtime
-    from usergraph.services.users import create_user
     from usergraph.services.errors import Rejected
+    from usergraph.services.users import create_user
 
     runtime = build_runtime(settings)
     try:
@@ -114,10 +114,9 @@ def _check_schema(path: Path) -> int:
     new = build_schema()._schema
     breaking = find_breaking_changes(old, new)
     dangerous = find_dangerous_changes(old, new)
-    for change in breaking:
-        print(f"BREAKING {change.type.name}: {change.description}")
-    for change in dangerous:
-        print(f"DANGEROUS {change.type.name}: {change.description}")
+    for kind, changes in (("BREAKING", breaking), ("DANGEROUS", dangerous)):
+        for change in changes:
+            print(f"{kind} {change.type.name}: {change.description}")
     if printed_schema() != path.read_text():
         print(f"note: {path} differs from the code's schema; run `make schema`")
     if not breaking and not dangerous:

@@ -116,5 +116,3 @@ def client_info(request: Request) -> ClientInfo:
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
     )
-
-

@@ -74,9 +74,7 @@ class Settings(BaseSettings):
     # HTTP.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = Field(default=None, description="Default: on in development only.")
-    introspection: bool | None = Field(
-        default=None, description="Default: on in development only."
-    )
+    introspection: bool | None = Field(default=None, description="Default: on in development only.")
     log_level: str = "INFO"
 
     @model_validator(mode="before")

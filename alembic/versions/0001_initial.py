@@ -8,8 +8,8 @@ Create Date: 2026-11-23
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 from usergraph.db.models import UTCDateTime
 
 revision: str = "0001_initial"
@@ -85,9 +85,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_sessions"),
     )
-    op.create_index(
-        "ix_sessions_user_id_created_at", "sessions", ["user_id", "created_at", "id"]
-    )
+    op.create_index("ix_sessions_user_id_created_at", "sessions", ["user_id", "created_at", "id"])
 
     op.create_table(
         "refresh_tokens",

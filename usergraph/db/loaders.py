@@ -23,7 +23,7 @@ from usergraph.db.models import Role, User, UserSession, utcnow
 MAX_BATCH_SIZE = 1000
 
 
-class _Loader(DataLoader):  # type: ignore[misc]
+class _Loader(DataLoader):  # type: ignore[type-arg]
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         super().__init__(max_batch_size=MAX_BATCH_SIZE)
         self.sessionmaker = sessionmaker
@@ -89,9 +89,7 @@ class OpenSessionCountByUserIdLoader(_Loader):
 
     async def batch_load_fn(self, keys: Sequence[int]) -> list[int]:
         async with self.sessionmaker() as session:
-            counts = await session_queries.count_open_sessions(
-                session, user_ids=keys, now=self.now
-            )
+            counts = await session_queries.count_open_sessions(session, user_ids=keys, now=self.now)
         return [counts.get(key, 0) for key in keys]
 
 

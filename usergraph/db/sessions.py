@@ -69,9 +69,7 @@ async def revoke_sessions(
     return int(result.rowcount)
 
 
-async def get_sessions_by_ids(
-    session: AsyncSession, ids: Sequence[uuid.UUID]
-) -> list[UserSession]:
+async def get_sessions_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[UserSession]:
     return list((await session.scalars(select(UserSession).where(UserSession.id.in_(ids)))).all())
 
 
@@ -92,9 +90,7 @@ async def open_sessions_by_user_ids(
         )
         .label("position")
     )
-    inner = select(UserSession.id, position).where(
-        UserSession.user_id.in_(user_ids), _open(now)
-    )
+    inner = select(UserSession.id, position).where(UserSession.user_id.in_(user_ids), _open(now))
     if after is not None:
         inner = inner.where(tuple_(UserSession.created_at, UserSession.id) > after)
     numbered = inner.subquery()

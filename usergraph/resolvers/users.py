@@ -51,7 +51,7 @@ async def node(info: Info[Context, None], id: ID) -> Node | None:
     viewer = await info.context.viewer()
     if type_name == "User":
         user = await info.context.loaders.user_by_id.load(user_pk(id))
-        return user if viewer is not None else None  # type: ignore[no-any-return]
+        return user if viewer is not None else None
     if type_name == "Session":
         found: models.UserSession | None = await info.context.loaders.session_by_id.load(
             session_pk(id)

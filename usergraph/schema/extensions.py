@@ -29,10 +29,11 @@ class ErrorCodes(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is None or not getattr(result, "errors", None):
+        errors = getattr(result, "errors", None)
+        if result is None or not errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", None)
-        result.errors = [self._with_code(error, request_id) for error in result.errors]
+        result.errors = [self._with_code(error, request_id) for error in errors]
 
     def _with_code(self, error: GraphQLError, request_id: str | None) -> GraphQLError:
         if is_internal(error):

@@ -30,7 +30,8 @@ class OrderDirection(enum.Enum):
 @strawberry.input
 class UserFilter:
     search: str | None = strawberry.field(
-        default=strawberry.UNSET, description="Case-insensitive match on username, display name or email."
+        default=strawberry.UNSET,
+        description="Case-insensitive match on username, display name or email.",
     )
     role: str | None = strawberry.UNSET
     is_active: bool | None = strawberry.UNSET
@@ -58,8 +59,7 @@ class LoginInput:
 
 @strawberry.input(
     description=(
-        "refreshToken may be omitted when the server runs in cookie mode and the cookie is "
-        "present."
+        "refreshToken may be omitted when the server runs in cookie mode and the cookie is present."
     )
 )
 class RefreshInput:

@@ -32,8 +32,7 @@ class Mutation:
     )
     logout: LogoutPayload = strawberry.field(
         resolver=sessions.logout,
-        description="End one session: the given refresh token's, else the current access "
-        "token's.",
+        description="End one session: the given refresh token's, else the current access token's.",
     )
     logout_all: LogoutPayload = strawberry.field(
         resolver=sessions.logout_all,
@@ -63,6 +62,5 @@ class Mutation:
     set_user_active: UserPayload = strawberry.field(
         resolver=users.set_user_active,
         extensions=admins_only(),
-        description="Administrators: disable or enable an account; disabling ends its "
-        "sessions.",
+        description="Administrators: disable or enable an account; disabling ends its sessions.",
     )

@@ -17,8 +17,7 @@ UserErrorCode = strawberry.enum(Code, name="UserErrorCode")
 class UserError:
     field: list[str] = strawberry.field(
         description=(
-            'Path to the input field at fault, e.g. ["input", "email"]; empty when no one '
-            "field is."
+            'Path to the input field at fault, e.g. ["input", "email"]; empty when no one field is.'
         )
     )
     message: str
@@ -88,4 +87,3 @@ class RevokeSessionPayload:
 class UserPayload:
     user: User | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
-

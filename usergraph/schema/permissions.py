@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from strawberry import Info
+from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
 from usergraph.context import Context
@@ -45,14 +46,14 @@ class IsSelfOrAdmin(BasePermission):
         return viewer.is_admin or viewer.user.id == source.id
 
 
-def signed_in() -> list[PermissionExtension]:
+def signed_in() -> list[FieldExtension]:
     return [PermissionExtension([IsAuthenticated()], use_directives=False)]
 
 
-def admins_only() -> list[PermissionExtension]:
+def admins_only() -> list[FieldExtension]:
     return [PermissionExtension([IsAuthenticated(), IsAdmin()], use_directives=False)]
 
 
-def self_or_admin(*, silent: bool) -> list[PermissionExtension]:
+def self_or_admin(*, silent: bool) -> list[FieldExtension]:
     """silent: answer null instead of a FORBIDDEN error (for nullable private fields)."""
     return [PermissionExtension([IsSelfOrAdmin()], fail_silently=silent, use_directives=False)]

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from graphql import GraphQLResolveInfo
+from strawberry import Info
+from strawberry.types.nodes import SelectedField
 
 from usergraph.db.keyset import Key, PageRequest
 from usergraph.schema.errors import bad_user_input
@@ -64,7 +65,9 @@ def session_pk(global_id: str) -> uuid.UUID:
 
 def encode_cursor(tag: str, key: Key) -> str:
     values = [value.isoformat() if isinstance(value, datetime) else value for value in key]
-    return _b64encode(json.dumps([tag, *[str(v) if isinstance(v, uuid.UUID) else v for v in values]]))
+    return _b64encode(
+        json.dumps([tag, *[str(v) if isinstance(v, uuid.UUID) else v for v in values]])
+    )
 
 
 def decode_cursor(cursor: str, tag: str, kinds: tuple[type, ...]) -> Key:
@@ -96,7 +99,7 @@ def _decode_value(value: Any, kind: type) -> Any:
 
 
 def page_request(
-    info: GraphQLResolveInfo,
+    info: Info[Any, Any],
     *,
     first: int | None,
     after: Key | None,
@@ -106,8 +109,9 @@ def page_request(
     """Check the page arguments: sizes 0..100, and not both first and last."""
     if last is not None:
         # `first` has a default in the schema; it only conflicts when the client wrote it.
-        written = {argument.name.value for argument in info.field_nodes[0].arguments}
-        if "first" in written and first is not None:
+        this_field = info.selected_fields[0]
+        written = this_field.arguments if isinstance(this_field, SelectedField) else {}
+        if written.get("first") is not None and first is not None:
             raise bad_user_input("Give either first or last, not both.")
         first = None
     for name, size in (("first", first), ("last", last)):

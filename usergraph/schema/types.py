@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -48,8 +48,8 @@ class User(Node):
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, models.User)
 
-    @strawberry.field
-    def id(self, root: Parent[models.User]) -> strawberry.ID:
+    @strawberry.field  # type: ignore[misc]
+    def id(self, root: Parent[models.User]) -> strawberry.ID:  # type: ignore[override]
         return to_global_id("User", root.id)
 
     @strawberry.field(
@@ -73,8 +73,7 @@ class User(Node):
 
     @strawberry.field(
         description=(
-            "The user's open sessions. The user and administrators only; "
-            "FORBIDDEN for anyone else."
+            "The user's open sessions. The user and administrators only; FORBIDDEN for anyone else."
         ),
         extensions=self_or_admin(silent=False),
     )
@@ -109,8 +108,8 @@ class Session(Node):
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, models.UserSession)
 
-    @strawberry.field
-    def id(self, root: Parent[models.UserSession]) -> strawberry.ID:
+    @strawberry.field  # type: ignore[misc]
+    def id(self, root: Parent[models.UserSession]) -> strawberry.ID:  # type: ignore[override]
         return to_global_id("Session", root.id)
 
     @strawberry.field

@@ -112,7 +112,9 @@ async def login(
         signed_in = await open_session(
             s, user=current, roles=roles, policy=policy, client=client, now=now
         )
-    log.info("login user_id=%s session_id=%s ip=%s", user.id, signed_in.session_id, client.ip_address)
+    log.info(
+        "login user_id=%s session_id=%s ip=%s", user.id, signed_in.session_id, client.ip_address
+    )
     return signed_in
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +37,9 @@ def _taken_problem(exc: IntegrityError, *, email_field: str, username_field: str
     # and the column (users.email_key, users.username) on SQLite.
     text = str(exc.orig)
     if "email_key" in text:
-        return Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", email_field))
+        return Problem(
+            Code.EMAIL_TAKEN, "This email is already registered.", ("input", email_field)
+        )
     if "username" in text:
         return Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", username_field))
     raise exc
@@ -46,9 +47,7 @@ def _taken_problem(exc: IntegrityError, *, email_field: str, username_field: str
 
 async def _check_free(s: AsyncSession, *, email_key: str | None, username: str | None) -> None:
     problems = []
-    if email_key is not None and await s.scalar(
-        select(User.id).where(User.email_key == email_key)
-    ):
+    if email_key is not None and await s.scalar(select(User.id).where(User.email_key == email_key)):
         problems.append(
             Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", "email"))
         )
@@ -189,12 +188,12 @@ async def update_profile(
     *,
     db: Database,
     user_id: int,
-    display_name: str | None | Keep = KEEP,
-    username: str | None | Keep = KEEP,
+    display_name: str | Keep | None = KEEP,
+    username: str | Keep | None = KEEP,
 ) -> User:
     """Change the user's display name and/or username; return the user."""
     problems: list[Problem] = []
-    new_display: str | None | Keep = KEEP
+    new_display: str | Keep | None = KEEP
     new_username: str | Keep = KEEP
     if not isinstance(display_name, Keep):
         try:
@@ -287,5 +286,3 @@ async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: 
             user.is_active = active
             user.updated_at = utcnow()
         return user
-
-

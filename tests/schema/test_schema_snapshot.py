@@ -1,0 +1,49 @@
+"""schema.graphql is the printed schema, and it keeps every promise of the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from graphql import build_schema as parse_sdl
+from graphql import find_breaking_changes, find_dangerous_changes
+
+from usergraph import cli
+from usergraph.schema import build_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = ROOT / "schema.graphql"
+CONTRACT = ROOT.parent / "shared" / "design" / "contract.graphql"
+
+
+def test_snapshot_is_up_to_date() -> None:
+    assert SNAPSHOT.read_text() == cli.printed_schema(), "schema.graphql is stale: run `make schema`"
+
+
+def test_no_breaking_changes_against_the_snapshot() -> None:
+    old = parse_sdl(SNAPSHOT.read_text())
+    assert find_breaking_changes(old, build_schema()._schema) == []
+
+
+@pytest.mark.skipif(not CONTRACT.exists(), reason=f"{CONTRACT} is not checked out beside the repo")
+def test_schema_contains_the_contract() -> None:
+    contract = parse_sdl(CONTRACT.read_text())
+    ours = build_schema()._schema
+    assert find_breaking_changes(contract, ours) == []
+    assert find_dangerous_changes(contract, ours) == []
+
+
+def test_check_schema_fails_on_a_breaking_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A snapshot with a field the code does not have: removing it would break clients.
+    old = SNAPSHOT.read_text().replace("type Role {", "type Role {\n  color: String", 1)
+    path = tmp_path / "schema.graphql"
+    path.write_text(old)
+    assert cli.main(["check-schema", str(path)]) == 1
+    assert "BREAKING FIELD_REMOVED: Field Role.color was removed." in capsys.readouterr().out
+
+
+def test_check_schema_passes_on_the_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-schema", str(SNAPSHOT)]) == 0
+    assert "no breaking or dangerous changes" in capsys.readouterr().out
