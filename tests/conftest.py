@@ -85,7 +85,9 @@ async def _migrate(url: str) -> None:
         ),
     ],
 )
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A freshly migrated database for this test session, on each backend."""
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("db") / "usergraph.db"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
+from alembic import command
 from usergraph.db.engine import Database
 from usergraph.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from usergraph.db.models import Base, Role
@@ -55,10 +55,14 @@ async def test_downgrade_then_upgrade_round_trips(tmp_path: Path) -> None:
             await connection.run_sync(downgrade)
         async with db.engine.connect() as connection:
             tables = (
-                await connection.execute(
-                    text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                (
+                    await connection.execute(
+                        text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         assert tables == ["alembic_version"]
         await upgrade_to_head(db.engine)
         async with db.engine.connect() as connection:

@@ -17,7 +17,9 @@ CONTRACT = ROOT.parent / "shared" / "design" / "contract.graphql"
 
 
 def test_snapshot_is_up_to_date() -> None:
-    assert SNAPSHOT.read_text() == cli.printed_schema(), "schema.graphql is stale: run `make schema`"
+    assert SNAPSHOT.read_text() == cli.printed_schema(), (
+        "schema.graphql is stale: run `make schema`"
+    )
 
 
 def test_no_breaking_changes_against_the_snapshot() -> None:
