@@ -13,7 +13,7 @@ import strawberry
 from strawberry import Info
 from strawberry.types.nodes import SelectedField
 
-from usergraph.db.keyset import Key, PageRequest
+from usergraph.db.keyset import Key, Page, PageRequest
 from usergraph.schema.errors import bad_user_input
 
 MAX_PAGE_SIZE = 100
@@ -128,3 +128,12 @@ class PageInfo:
     has_previous_page: bool
     start_cursor: str | None
     end_cursor: str | None
+
+    @classmethod
+    def of(cls, page: Page[Any], cursors: list[str]) -> PageInfo:
+        return cls(
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else None,
+        )

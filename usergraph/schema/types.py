@@ -150,16 +150,8 @@ class SessionConnection:
     @classmethod
     def from_page(cls, page: Page[models.UserSession], *, user_id: int) -> SessionConnection:
         edges = [SessionEdge(cursor=session_cursor(row), node=row) for row in page.items]  # type: ignore[arg-type]
-        return cls(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-            user_id=user_id,
-        )
+        page_info = PageInfo.of(page, [edge.cursor for edge in edges])
+        return cls(edges=edges, page_info=page_info, user_id=user_id)
 
     @strawberry.field
     async def total_count(self, info: Info[Context, None]) -> int:
@@ -186,13 +178,5 @@ class UserConnection:
         count: Callable[[], Awaitable[int]],
     ) -> UserConnection:
         edges = [UserEdge(cursor=cursor(row), node=row) for row in page.items]  # type: ignore[arg-type]
-        return cls(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-            count=count,
-        )
+        page_info = PageInfo.of(page, [edge.cursor for edge in edges])
+        return cls(edges=edges, page_info=page_info, count=count)

@@ -14,8 +14,11 @@ Messages never contain secrets, hashes, tokens, or whether an email is registere
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Code(enum.Enum):
@@ -55,6 +58,25 @@ class Rejected(ServiceError):
     @classmethod
     def one(cls, code: Code, message: str, *field: str) -> Rejected:
         return cls([Problem(code=code, message=message, field=field)])
+
+
+class Problems:
+    """Collects the problems of several checks, so a client learns all of them at once."""
+
+    def __init__(self) -> None:
+        self.found: list[Problem] = []
+
+    def check(self, clean: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Return clean(*args, **kwargs), or None after noting why it was rejected."""
+        try:
+            return clean(*args, **kwargs)
+        except Rejected as exc:
+            self.found += exc.problems
+            return None
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise Rejected(self.found)
 
 
 class Unauthenticated(ServiceError):

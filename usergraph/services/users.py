@@ -17,7 +17,7 @@ from usergraph.db.keyset import Page, PageRequest
 from usergraph.db.models import Role, User, utcnow
 from usergraph.db.users import UserFilter, UserOrderField
 from usergraph.services import validation
-from usergraph.services.errors import Code, Problem, Rejected
+from usergraph.services.errors import Code, Problem, Problems, Rejected
 
 ADMIN_ROLE = "admin"
 DEFAULT_ROLE = "user"
@@ -66,25 +66,21 @@ def clean_new_account(
 
     Every problem is reported at once, each with its input field.
     """
-    problems: list[Problem] = []
-    clean_email = clean_username = clean_display = None
-    try:
-        clean_email = validation.clean_email(email, "input", "email")
-    except Rejected as exc:
-        problems += exc.problems
-    try:
-        clean_username = validation.clean_username(username, "input", "username")
-    except Rejected as exc:
-        problems += exc.problems
-    problems += validation.password_problems(
-        password, email=email.strip(), username=username.strip(), field=("input", "password")
+    problems = Problems()
+    clean_email = problems.check(validation.clean_email, email, "input", "email")
+    clean_username = problems.check(validation.clean_username, username, "input", "username")
+    problems.check(
+        validation.check_password,
+        password,
+        "input",
+        "password",
+        email=email.strip(),
+        username=username.strip(),
     )
-    try:
-        clean_display = validation.clean_display_name(display_name, "input", "displayName")
-    except Rejected as exc:
-        problems += exc.problems
-    if problems:
-        raise Rejected(problems)
+    clean_display = problems.check(
+        validation.clean_display_name, display_name, "input", "displayName"
+    )
+    problems.raise_any()
     assert clean_email is not None and clean_username is not None
     return clean_email, clean_username, clean_display
 
@@ -192,24 +188,19 @@ async def update_profile(
     username: str | Keep | None = KEEP,
 ) -> User:
     """Change the user's display name and/or username; return the user."""
-    problems: list[Problem] = []
+    problems = Problems()
     new_display: str | Keep | None = KEEP
-    new_username: str | Keep = KEEP
+    new_username: str | Keep | None = KEEP
     if not isinstance(display_name, Keep):
-        try:
-            new_display = validation.clean_display_name(display_name, "input", "displayName")
-        except Rejected as exc:
-            problems += exc.problems
+        new_display = problems.check(
+            validation.clean_display_name, display_name, "input", "displayName"
+        )
     if isinstance(username, str):
-        try:
-            new_username = validation.clean_username(username, "input", "username")
-        except Rejected as exc:
-            problems += exc.problems
-    if problems:
-        raise Rejected(problems)
+        new_username = problems.check(validation.clean_username, username, "input", "username")
+    problems.raise_any()
     async with db.sessionmaker() as s, s.begin():
         user = await _get_user(s, user_id, field=())
-        if not isinstance(new_username, Keep) and new_username != user.username:
+        if isinstance(new_username, str) and new_username != user.username:
             await _check_free(s, email_key=None, username=new_username)
             user.username = new_username
         if not isinstance(new_display, Keep):
