@@ -16,6 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
 
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
@@ -25,6 +27,7 @@ from usergraph.db.loaders import Loaders
 from usergraph.db.migrate import current_revision, head_revision
 from usergraph.middleware import REQUEST_ID_HEADER, RequestIdMiddleware
 from usergraph.schema import build_schema
+from usergraph.schema.extensions import with_code
 from usergraph.services.sessions import SessionPolicy
 from usergraph.settings import Settings
 
@@ -92,6 +95,14 @@ class GraphQLApp(GraphQL[Context, None]):
             client=client_info(request),
             bearer_token=bearer_token(request),
         )
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        if result.errors:
+            request_id = getattr(request.state, "request_id", None)
+            result.errors = [with_code(error, request_id) for error in result.errors]
+        return process_result(result)
 
 
 async def healthz(request: Request) -> Response:

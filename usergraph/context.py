@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -86,6 +87,13 @@ class Context:
         return Viewer(
             user=user, session_id=claims.session_id, roles=frozenset(r.name for r in roles)
         )
+
+    def sign_in(self, user: User, session_id: uuid.UUID, roles: Sequence[str]) -> None:
+        """Make a user who just signed in (register, login, refresh) the viewer for the rest of
+        this request, so the payload shows them their own private fields."""
+        viewer: asyncio.Future[Viewer | None] = asyncio.get_running_loop().create_future()
+        viewer.set_result(Viewer(user=user, session_id=session_id, roles=frozenset(roles)))
+        self._viewer = viewer
 
     def forget_viewer(self) -> None:
         self._viewer = None

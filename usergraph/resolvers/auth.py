@@ -15,6 +15,14 @@ from usergraph.schema.inputs import (
 from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload, user_errors
 from usergraph.services import auth as auth_service
 from usergraph.services.errors import Code, Rejected
+from usergraph.services.sessions import SignedIn
+
+
+def _signed_in(ctx: Context, result: SignedIn) -> AuthPayload:
+    # The rest of this request sees the new session's user as the viewer, so the payload's
+    # user shows its own email and lastLoginAt.
+    ctx.sign_in(result.user, result.session_id, result.roles)
+    return AuthPayload.signed_in(result)
 
 
 async def register(info: Info[Context, None], input: RegisterInput) -> AuthPayload:
@@ -32,7 +40,7 @@ async def register(info: Info[Context, None], input: RegisterInput) -> AuthPaylo
         )
     except Rejected as exc:
         return AuthPayload(user_errors=user_errors(exc))
-    return AuthPayload.signed_in(result)
+    return _signed_in(ctx, result)
 
 
 async def login(info: Info[Context, None], input: LoginInput) -> AuthPayload:
@@ -48,7 +56,7 @@ async def login(info: Info[Context, None], input: LoginInput) -> AuthPayload:
         )
     except Rejected as exc:
         return AuthPayload(user_errors=user_errors(exc))
-    return AuthPayload.signed_in(result)
+    return _signed_in(ctx, result)
 
 
 async def refresh(info: Info[Context, None], input: RefreshInput) -> AuthPayload:
@@ -64,7 +72,7 @@ async def refresh(info: Info[Context, None], input: RefreshInput) -> AuthPayload
         )
     except Rejected as exc:
         return AuthPayload(user_errors=user_errors(exc))
-    return AuthPayload.signed_in(result)
+    return _signed_in(ctx, result)
 
 
 async def change_password(

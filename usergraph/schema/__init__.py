@@ -11,7 +11,7 @@ from strawberry.extensions import DisableIntrospection, ParserCache, ValidationC
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from usergraph.schema.extensions import ErrorCodes, is_internal
+from usergraph.schema.extensions import is_internal
 from usergraph.schema.mutation import Mutation
 from usergraph.schema.query import Query
 from usergraph.schema.types import Session, User
@@ -24,7 +24,7 @@ class UsergraphSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # Runs before ErrorCodes masks them: the full trace goes to the log line, whose request
+        # Runs before GraphQLApp.process_result masks them: the full trace goes to the log line, whose request
         # id (usergraph.logs) the client sees in extensions.requestId and X-Request-ID.
         for error in errors:
             if is_internal(error):
@@ -41,7 +41,6 @@ def build_schema(settings: Settings | None = None) -> UsergraphSchema:
     """Build the schema; settings decide introspection and field suggestions."""
     introspection = settings.introspection_enabled if settings else True
     extensions: list[Any] = [
-        ErrorCodes,
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
     ]

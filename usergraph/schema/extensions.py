@@ -1,12 +1,14 @@
-"""Schema extensions: error codes, masking of internal faults, request ids on errors."""
+"""Error codes for every GraphQL error, and masking of internal faults.
+
+Applied to the final result of each request (GraphQLApp.process_result), so it also sees
+errors that Strawberry creates after the schema extensions have run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from graphql import GraphQLError, GraphQLSyntaxError
 
 from usergraph.schema.errors import ErrorCode
 
@@ -19,44 +21,34 @@ def is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-class ErrorCodes(SchemaExtension):
-    """Give every error an extensions.code; mask internal faults behind the request id.
+def with_code(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    """Return error with extensions.code; internal faults become a masked error.
 
-    Parse, validation and variable errors are the client's to fix and keep their message;
-    only exceptions that escaped a resolver are replaced (and logged in full, see the schema).
+    Parse, validation and variable errors are the client's to fix and keep their message.
+    The full trace of an internal fault is logged by the schema under the same request id.
     """
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if result is None or not errors:
-            return
-        request_id = getattr(self.execution_context.context, "request_id", None)
-        result.errors = [self._with_code(error, request_id) for error in errors]
-
-    def _with_code(self, error: GraphQLError, request_id: str | None) -> GraphQLError:
-        if is_internal(error):
-            return GraphQLError(
-                INTERNAL_MESSAGE,
-                nodes=error.nodes,
-                source=error.source,
-                positions=error.positions,
-                path=error.path,
-                extensions={"code": ErrorCode.INTERNAL_SERVER_ERROR.value, "requestId": request_id},
-            )
-        if error.extensions and "code" in error.extensions:
-            return error
-        extensions: dict[str, Any] = dict(error.extensions or {})
-        extensions["code"] = self._code_of(error).value
-        error.extensions = extensions
+    if is_internal(error):
+        return GraphQLError(
+            INTERNAL_MESSAGE,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": ErrorCode.INTERNAL_SERVER_ERROR.value, "requestId": request_id},
+        )
+    if error.extensions and "code" in error.extensions:
         return error
+    extensions: dict[str, Any] = dict(error.extensions or {})
+    extensions["code"] = _code_of(error).value
+    error.extensions = extensions
+    return error
 
-    def _code_of(self, error: GraphQLError) -> ErrorCode:
-        if self.execution_context.graphql_document is None:
-            return ErrorCode.GRAPHQL_PARSE_FAILED
-        if error.path is None and error.message.startswith("Variable "):
-            return ErrorCode.BAD_USER_INPUT
-        if error.path is None:
-            return ErrorCode.GRAPHQL_VALIDATION_FAILED
+
+def _code_of(error: GraphQLError) -> ErrorCode:
+    if isinstance(error, GraphQLSyntaxError):
+        return ErrorCode.GRAPHQL_PARSE_FAILED
+    if error.path is None and error.message.startswith("Variable "):
         return ErrorCode.BAD_USER_INPUT
+    if error.path is None:
+        return ErrorCode.GRAPHQL_VALIDATION_FAILED
+    return ErrorCode.BAD_USER_INPUT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from usergraph.db.keyset import Key, Page, PageRequest
 from usergraph.schema.errors import bad_user_input
 
 MAX_PAGE_SIZE = 100
+_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also accepts "²", which int() refuses
 
 
 def _b64encode(text: str) -> str:
@@ -48,7 +50,7 @@ def from_global_id(global_id: str) -> tuple[str, str]:
 def user_pk(global_id: str) -> int:
     """The users.id behind a User global id, or BAD_USER_INPUT."""
     type_name, local_id = from_global_id(global_id)
-    if type_name != "User" or not local_id.isdigit() or len(local_id) > 18:
+    if type_name != "User" or not _DIGITS.fullmatch(local_id):
         raise bad_user_input("Not a User id.")
     return int(local_id)
 

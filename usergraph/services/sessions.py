@@ -42,6 +42,7 @@ class SignedIn:
 
     user: User
     session_id: uuid.UUID
+    roles: tuple[str, ...]
     access: IssuedToken
     refresh_token: str
     refresh_expires_at: datetime
@@ -72,6 +73,7 @@ async def _issue(
     return SignedIn(
         user=user,
         session_id=user_session.id,
+        roles=tuple(roles),
         access=access,
         refresh_token=refresh_token,
         refresh_expires_at=expires_at,
