@@ -24,8 +24,8 @@ class UsergraphSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # Runs before GraphQLApp.process_result masks them: the full trace goes to the log line, whose request
-        # id (usergraph.logs) the client sees in extensions.requestId and X-Request-ID.
+        # Runs before GraphQLApp.process_result masks them: the full trace goes to the log
+        # line, whose request id (usergraph.logs) the client sees in extensions.requestId.
         for error in errors:
             if is_internal(error):
                 log.error(
