@@ -113,11 +113,18 @@ async def set_roles(session: AsyncSession, *, user_id: int, roles: Sequence[Role
 
 
 async def count_active_admins(session: AsyncSession, *, excluding_user_id: int) -> int:
+    """Count the other active administrators, locking all their rows until the transaction ends.
+
+    The lock (FOR UPDATE on PostgreSQL; SQLite's write lock already serializes) stops two
+    administrators who demote or disable each other at once from both succeeding.
+    """
     query = (
-        select(func.count())
-        .select_from(user_roles)
+        select(User.id)
+        .join(user_roles, User.id == user_roles.c.user_id)
         .join(Role, Role.id == user_roles.c.role_id)
-        .join(User, User.id == user_roles.c.user_id)
-        .where(Role.name == "admin", User.is_active.is_(True), User.id != excluding_user_id)
+        .where(Role.name == "admin", User.is_active.is_(True))
+        .with_for_update(of=User)
     )
-    return int((await session.scalar(query)) or 0)
+    return sum(
+        1 for user_id in (await session.scalars(query)).all() if user_id != excluding_user_id
+    )

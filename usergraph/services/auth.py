@@ -79,6 +79,47 @@ async def login(
     """Check the credentials and open a session. Unknown logins cost as much as wrong passwords."""
     if len(password) > MAX_LOGIN_PASSWORD_LENGTH or len(login) > validation.MAX_LOGIN_LENGTH:
         raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+    # The hash is checked outside any transaction (it takes long); the write then requires the
+    # stored hash to be the one we checked. If it changed meanwhile (a concurrent login
+    # upgraded it, or the password changed), check once more against the new one.
+    for _ in range(2):
+        user, new_hash = await _check_credentials(
+            db=db, passwords=passwords, login=login, password=password, client=client
+        )
+        async with db.sessionmaker() as s, s.begin():
+            now = utcnow()
+            values: dict[str, object] = {"last_login_at": now}
+            if new_hash:
+                values["password_hash"] = new_hash
+            result = await s.execute(
+                update(User)
+                .where(User.id == user.id, User.password_hash == user.password_hash)
+                .values(**values)
+                .returning(User)
+            )
+            current = result.scalar_one_or_none()
+            if current is None:
+                continue
+            if not current.is_active:
+                raise Rejected.one(Code.ACCOUNT_DISABLED, "This account is disabled.")
+            roles = await _role_names(s, current.id)
+            signed_in = await open_session(
+                s, user=current, roles=roles, policy=policy, client=client, now=now
+            )
+        log.info(
+            "login user_id=%s session_id=%s ip=%s",
+            user.id,
+            signed_in.session_id,
+            client.ip_address,
+        )
+        return signed_in
+    raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
+
+
+async def _check_credentials(
+    *, db: Database, passwords: PasswordHasher, login: str, password: str, client: ClientInfo
+) -> tuple[User, str | None]:
+    """Return the active user the credentials belong to and an upgraded hash, if any."""
     async with db.read_sessionmaker() as s:
         user = await user_queries.get_user_by_login(s, login)
     if user is None:
@@ -92,30 +133,7 @@ async def login(
     if not user.is_active:
         log.info("login_failed reason=disabled user_id=%s ip=%s", user.id, client.ip_address)
         raise Rejected.one(Code.ACCOUNT_DISABLED, "This account is disabled.")
-
-    async with db.sessionmaker() as s, s.begin():
-        now = utcnow()
-        values: dict[str, object] = {"last_login_at": now}
-        if verified.new_hash:
-            values["password_hash"] = verified.new_hash
-        # Only if the password did not change since we verified it.
-        result = await s.execute(
-            update(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(**values)
-            .returning(User)
-        )
-        current = result.scalar_one_or_none()
-        if current is None or not current.is_active:
-            raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
-        roles = await _role_names(s, current.id)
-        signed_in = await open_session(
-            s, user=current, roles=roles, policy=policy, client=client, now=now
-        )
-    log.info(
-        "login user_id=%s session_id=%s ip=%s", user.id, signed_in.session_id, client.ip_address
-    )
-    return signed_in
+    return user, verified.new_hash
 
 
 async def _role_names(s: AsyncSession, user_id: int) -> list[str]:

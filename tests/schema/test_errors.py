@@ -1,0 +1,193 @@
+"""Top-level GraphQL errors over HTTP: codes, masking of internal faults, request ids."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+
+from tests.conftest import GraphQL
+from usergraph.logs import RequestIdFilter
+from usergraph.services import users as user_service
+
+SECRET = "boom-secret"
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+async def explode(**_kwargs: Any) -> NoReturn:
+    raise RuntimeError(SECRET)
+
+
+def internal_error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.levelno >= logging.ERROR
+        and record.exc_info is not None
+        and isinstance(record.exc_info[1], RuntimeError)
+        and str(record.exc_info[1]) == SECRET
+    ]
+
+
+def assert_masked(response: httpx.Response, path: list[str]) -> dict[str, Any]:
+    assert SECRET not in response.text
+    body: dict[str, Any] = response.json()
+    [error] = body["errors"]
+    assert error["message"] == "Internal server error"
+    assert error["path"] == path
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+    assert "RuntimeError" not in response.text
+    return body
+
+
+async def test_internal_error_in_users_is_masked_and_logged(
+    gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await gql.admin()
+    monkeypatch.setattr(user_service, "list_users", explode)
+    caplog.set_level(logging.ERROR)
+    caplog.handler.addFilter(RequestIdFilter())
+
+    response = await gql.post("{ users { totalCount } }", token=admin.access_token)
+
+    body = assert_masked(response, ["users"])
+    assert body["data"] is None
+    request_id = response.headers["x-request-id"]
+    assert SAFE_REQUEST_ID.fullmatch(request_id)
+    [record] = internal_error_records(caplog)
+    assert record.levelno == logging.ERROR
+    # The log line carries the same request id as the response, and the original traceback.
+    assert getattr(record, "request_id", None) == request_id
+    assert record.exc_info is not None
+    assert record.exc_info[2] is not None
+    assert SECRET in caplog.text
+    assert "Traceback" in caplog.text
+    assert "explode" in caplog.text
+
+
+async def test_internal_error_in_user_by_username_is_masked(
+    gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = await gql.register("ann")
+    # The resolver calls through its module reference to the service: patch it there.
+    monkeypatch.setattr("usergraph.resolvers.users.user_service.get_user_by_username", explode)
+    caplog.set_level(logging.ERROR)
+
+    response = await gql.post(
+        '{ me { username } user(username: "ann") { id } }', token=ann.access_token
+    )
+
+    body = assert_masked(response, ["user"])
+    # Only the failing field is lost; its siblings still answer.
+    assert body["data"] == {"me": {"username": "ann"}, "user": None}
+    assert len(internal_error_records(caplog)) == 1
+
+
+async def test_internal_error_uses_the_client_request_id(
+    gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await gql.admin()
+    monkeypatch.setattr(user_service, "list_users", explode)
+    caplog.set_level(logging.ERROR)
+    caplog.handler.addFilter(RequestIdFilter())
+
+    response = await gql.post(
+        "{ users { totalCount } }",
+        token=admin.access_token,
+        headers={"x-request-id": "abc12345-req"},
+    )
+
+    assert response.headers["x-request-id"] == "abc12345-req"
+    body = assert_masked(response, ["users"])
+    assert body["errors"][0]["extensions"]["requestId"] == "abc12345-req"
+    [record] = internal_error_records(caplog)
+    assert getattr(record, "request_id", None) == "abc12345-req"
+
+
+async def test_syntax_error_is_not_masked(gql: GraphQL) -> None:
+    response = await gql.post("{ me { id ")
+    body = response.json()
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    assert error["message"].startswith("Syntax Error")
+    assert "data" not in body or body["data"] is None
+
+
+async def test_unknown_field_is_a_validation_error(gql: GraphQL) -> None:
+    response = await gql.post("{ me { id passwordHash } }")
+    body = response.json()
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "passwordHash" in error["message"]
+    assert "data" not in body or body["data"] is None
+
+
+async def test_unknown_argument_is_a_validation_error(gql: GraphQL) -> None:
+    response = await gql.post("{ users(offset: 10) { totalCount } }")
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($first: Int) { users(first: $first) { totalCount } }", {"first": "ten"}),
+        ("query($id: ID!) { node(id: $id) { id } }", {}),
+        ("query($id: ID!) { node(id: $id) { id } }", {"id": {"nested": 1}}),
+        (
+            "query($o: UserOrder) { users(orderBy: $o) { totalCount } }",
+            {"o": {"field": "EMAIL", "direction": "ASC"}},
+        ),
+    ],
+    ids=["int-as-string", "missing-required", "object-as-id", "unknown-enum-value"],
+)
+async def test_variable_of_the_wrong_type_is_bad_user_input(
+    gql: GraphQL, query: str, variables: dict[str, Any]
+) -> None:
+    response = await gql.post(query, variables)
+    body = response.json()
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert error["message"].startswith("Variable ")
+    assert "data" not in body or body["data"] is None
+
+
+async def test_errors_without_a_cause_are_not_masked(gql: GraphQL) -> None:
+    """Expected request errors keep their message (nothing secret in them)."""
+    response = await gql.post("{ users { totalCount } }")
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert error["message"] != "Internal server error"
+    assert "requestId" not in error["extensions"]
+
+
+async def test_a_plain_request_id_is_echoed(gql: GraphQL) -> None:
+    response = await gql.post("{ me { id } }", headers={"x-request-id": "abc12345-req"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "abc12345-req"
+
+
+async def test_a_request_id_is_made_when_none_is_sent(gql: GraphQL) -> None:
+    first = await gql.post("{ me { id } }")
+    second = await gql.post("{ me { id } }")
+    for response in (first, second):
+        assert SAFE_REQUEST_ID.fullmatch(response.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "unsafe",
+    ["bad\nid-12345", "bad\r\nSet-Cookie: x=1", "a" * 500, "short", "has space 123", "id;drop-1"],
+    ids=["newline", "header-injection", "500-chars", "too-short", "space", "semicolon"],
+)
+async def test_an_unsafe_request_id_is_replaced(gql: GraphQL, unsafe: str) -> None:
+    response = await gql.post("{ me { id } }", headers={"x-request-id": unsafe})
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    assert request_id != unsafe
+    assert SAFE_REQUEST_ID.fullmatch(request_id)
+    assert "set-cookie" not in response.headers
