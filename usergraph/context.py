@@ -53,6 +53,7 @@ class Context:
     _claims: AccessClaims | None = field(default=None, init=False)
     _claims_decoded: bool = field(default=False, init=False)
     _viewer: asyncio.Future[Viewer | None] | None = field(default=None, init=False)
+    _signed_in_session: uuid.UUID | None = field(default=None, init=False)
 
     @property
     def claims(self) -> AccessClaims | None:
@@ -94,6 +95,15 @@ class Context:
         viewer: asyncio.Future[Viewer | None] = asyncio.get_running_loop().create_future()
         viewer.set_result(Viewer(user=user, session_id=session_id, roles=frozenset(roles)))
         self._viewer = viewer
+        self._signed_in_session = session_id
+
+    @property
+    def current_session_id(self) -> uuid.UUID | None:
+        """The session this request acts in: one it just opened, else its access token's."""
+        if self._signed_in_session is not None:
+            return self._signed_in_session
+        claims = self.claims
+        return claims.session_id if claims else None
 
     def forget_viewer(self) -> None:
         self._viewer = None

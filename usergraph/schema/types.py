@@ -121,8 +121,7 @@ class Session(Node):
         description="True for the session that the request's access token belongs to."
     )
     def current(self, root: Parent[models.UserSession], info: Info[Context, None]) -> bool:
-        claims = info.context.claims
-        return claims is not None and claims.session_id == root.id
+        return info.context.current_session_id == root.id
 
 
 @strawberry.type
