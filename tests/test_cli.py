@@ -91,3 +91,15 @@ def test_export_schema_to_a_file(tmp_path: Path) -> None:
     assert cli.main(["export-schema", "--output", str(target)]) == 0
     assert target.read_text() == cli.printed_schema()
     assert "type Mutation" in target.read_text()
+
+
+def test_bad_settings_give_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    assert cli.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "USERGRAPH_SIGNING_KEY is required" in err
+    assert "Traceback" not in err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from graphql import build_schema as parse_sdl
 from graphql import find_breaking_changes, find_dangerous_changes
+from pydantic import ValidationError
 
 from usergraph.logs import configure_logging
 from usergraph.settings import Settings
@@ -35,6 +36,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             }
         },
         "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
+        "loggers": {"alembic.runtime.plugins": {"level": "WARNING"}},
     }
     uvicorn.run(
         "usergraph.app:create_app",
@@ -163,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(printed_schema())
         return 0
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"error: {where}: {error['msg']}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
         return _serve(args, settings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,7 +36,12 @@ def head_revision() -> str | None:
 
 
 def current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision the database is at; None before the first migration."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    # Read directly rather than through a MigrationContext, which logs at INFO every time
+    # (the readiness probe calls this every few seconds).
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
