@@ -112,19 +112,21 @@ async def set_roles(session: AsyncSession, *, user_id: int, roles: Sequence[Role
         )
 
 
-async def count_active_admins(session: AsyncSession, *, excluding_user_id: int) -> int:
-    """Count the other active administrators, locking all their rows until the transaction ends.
+async def lock_role(session: AsyncSession, name: str) -> None:
+    """Lock the role's row until the transaction ends.
 
-    The lock (FOR UPDATE on PostgreSQL; SQLite's write lock already serializes) stops two
-    administrators who demote or disable each other at once from both succeeding.
+    FOR NO KEY UPDATE: inserts into user_roles (which take only a key-share lock on the role
+    for their foreign key) are not blocked.
     """
+    await session.execute(select(Role.id).where(Role.name == name).with_for_update(key_share=True))
+
+
+async def count_active_admins(session: AsyncSession, *, excluding_user_id: int) -> int:
     query = (
-        select(User.id)
-        .join(user_roles, User.id == user_roles.c.user_id)
+        select(func.count())
+        .select_from(user_roles)
         .join(Role, Role.id == user_roles.c.role_id)
-        .where(Role.name == "admin", User.is_active.is_(True))
-        .with_for_update(of=User)
+        .join(User, User.id == user_roles.c.user_id)
+        .where(Role.name == "admin", User.is_active.is_(True), User.id != excluding_user_id)
     )
-    return sum(
-        1 for user_id in (await session.scalars(query)).all() if user_id != excluding_user_id
-    )
+    return int((await session.scalar(query)) or 0)

@@ -252,6 +252,11 @@ def _in_order(roles: Sequence[Role], names: Sequence[str]) -> list[Role]:
 
 async def _keep_an_admin(s: AsyncSession, *, user_id: int) -> None:
     """Refuse a change that would leave no active administrator (nobody could undo it)."""
+    # Every change that may remove an administrator takes this one lock first, so the queries
+    # below see what a concurrent demotion committed (PostgreSQL; SQLite's write lock already
+    # serializes). FOR UPDATE on the users rows alone would not: PostgreSQL re-checks a locked
+    # row but not the user_roles row it was joined with.
+    await user_queries.lock_role(s, ADMIN_ROLE)
     roles = await user_queries.roles_by_user_ids(s, [user_id])
     is_admin = any(role.name == ADMIN_ROLE for role in roles.get(user_id, []))
     if is_admin and await user_queries.count_active_admins(s, excluding_user_id=user_id) == 0:

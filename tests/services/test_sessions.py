@@ -1,0 +1,207 @@
+"""Sessions against a real database: logout by refresh token, logout everywhere, revocation."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD
+from usergraph.app import Runtime
+from usergraph.db.models import UserSession, utcnow
+from usergraph.services import auth, sessions
+from usergraph.services.errors import Code, Forbidden, Rejected
+from usergraph.services.sessions import ClientInfo, SignedIn
+
+CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
+
+
+def problems(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
+    return [(problem.code, problem.field) for problem in exc.problems]
+
+
+async def sign_up(runtime: Runtime, username: str) -> SignedIn:
+    return await auth.register(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        email=f"{username}@example.com",
+        username=username,
+        password=DEFAULT_PASSWORD,
+        display_name=None,
+        client=CLIENT,
+    )
+
+
+async def sign_in(runtime: Runtime, username: str) -> SignedIn:
+    return await auth.login(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        login=username,
+        password=DEFAULT_PASSWORD,
+        client=CLIENT,
+    )
+
+
+async def is_open(runtime: Runtime, session_id: uuid.UUID) -> bool:
+    async with runtime.db.read_sessionmaker() as s:
+        user_session = await s.get(UserSession, session_id)
+    assert user_session is not None
+    return user_session.is_open(utcnow())
+
+
+async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
+    try:
+        await auth.refresh(
+            db=runtime.db,
+            policy=runtime.policy,
+            refresh_token=signed_in.refresh_token,
+            client=CLIENT,
+        )
+    except Rejected as exc:
+        assert problems(exc) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+        return False
+    return True
+
+
+# --- logout by refresh token -------------------------------------------------------------
+
+
+async def test_logout_by_refresh_token_ends_that_session(runtime: Runtime) -> None:
+    phone = await sign_up(runtime, "ann")
+    laptop = await sign_in(runtime, "ann")
+    ended = await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=phone.refresh_token)
+    assert ended == 1
+    assert not await is_open(runtime, phone.session_id)
+    assert await is_open(runtime, laptop.session_id)
+    assert not await refresh_works(runtime, phone)
+    assert await refresh_works(runtime, laptop)
+    # A second logout finds the session already ended.
+    assert (
+        await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=phone.refresh_token)
+        == 0
+    )
+
+
+async def test_logout_by_an_already_rotated_refresh_token(runtime: Runtime) -> None:
+    phone = await sign_up(runtime, "ann")
+    rotated = await auth.refresh(
+        db=runtime.db, policy=runtime.policy, refresh_token=phone.refresh_token, client=CLIENT
+    )
+    # The old token still names its session, so logging out with it ends the session.
+    ended = await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=phone.refresh_token)
+    assert ended == 1
+    assert not await refresh_works(runtime, rotated)
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "ugr_" + "A" * 43])
+async def test_logout_by_an_unknown_refresh_token(runtime: Runtime, token: str) -> None:
+    phone = await sign_up(runtime, "ann")
+    with pytest.raises(Rejected) as caught:
+        await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=token)
+    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert await is_open(runtime, phone.session_id)
+
+
+# --- logout_session and logout_all -------------------------------------------------------
+
+
+async def test_logout_session_only_ends_the_users_own(runtime: Runtime) -> None:
+    ann = await sign_up(runtime, "ann")
+    bob = await sign_up(runtime, "bob")
+    assert (
+        await sessions.logout_session(db=runtime.db, user_id=ann.user.id, session_id=bob.session_id)
+        == 0
+    )
+    assert await is_open(runtime, bob.session_id)
+    assert (
+        await sessions.logout_session(db=runtime.db, user_id=ann.user.id, session_id=ann.session_id)
+        == 1
+    )
+    assert not await is_open(runtime, ann.session_id)
+    assert (
+        await sessions.logout_session(db=runtime.db, user_id=ann.user.id, session_id=ann.session_id)
+        == 0
+    )
+
+
+async def test_logout_all_counts_the_open_sessions(runtime: Runtime) -> None:
+    first = await sign_up(runtime, "ann")
+    second = await sign_in(runtime, "ann")
+    third = await sign_in(runtime, "ann")
+    bob = await sign_up(runtime, "bob")
+    # One already ended: it is not counted again.
+    await sessions.logout_session(db=runtime.db, user_id=first.user.id, session_id=third.session_id)
+
+    assert await sessions.logout_all(db=runtime.db, user_id=first.user.id) == 2
+    for signed_in in (first, second, third):
+        assert not await is_open(runtime, signed_in.session_id)
+        assert not await refresh_works(runtime, signed_in)
+    assert await is_open(runtime, bob.session_id)
+    assert await sessions.logout_all(db=runtime.db, user_id=first.user.id) == 0
+    assert await sessions.logout_all(db=runtime.db, user_id=bob.user.id) == 1
+
+
+async def test_logout_all_for_a_user_without_sessions(runtime: Runtime) -> None:
+    assert await sessions.logout_all(db=runtime.db, user_id=987_654) == 0
+
+
+# --- revoke_session ----------------------------------------------------------------------
+
+
+async def test_revoke_own_session(runtime: Runtime) -> None:
+    ann = await sign_up(runtime, "ann")
+    other = await sign_in(runtime, "ann")
+    revoked = await sessions.revoke_session(
+        db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=other.session_id
+    )
+    assert revoked.id == other.session_id
+    assert revoked.revoked_at is not None
+    assert revoked.revoked_reason == "revoked"
+    assert not await is_open(runtime, other.session_id)
+    assert await is_open(runtime, ann.session_id)
+    assert not await refresh_works(runtime, other)
+
+    # Revoking again changes nothing and still answers with the session.
+    again = await sessions.revoke_session(
+        db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=other.session_id
+    )
+    assert again.revoked_at == revoked.revoked_at
+
+
+async def test_revoke_someone_elses_session_is_not_found(runtime: Runtime) -> None:
+    ann = await sign_up(runtime, "ann")
+    bob = await sign_up(runtime, "bob")
+    with pytest.raises(Rejected) as someone_elses:
+        await sessions.revoke_session(
+            db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=bob.session_id
+        )
+    assert problems(someone_elses.value) == [(Code.NOT_FOUND, ("input", "id"))]
+    assert await is_open(runtime, bob.session_id)
+    assert await refresh_works(runtime, bob)
+
+    # The same answer as for a session that does not exist.
+    with pytest.raises(Rejected) as missing:
+        await sessions.revoke_session(
+            db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=uuid.uuid4()
+        )
+    assert missing.value.problems == someone_elses.value.problems
+
+
+async def test_admin_revokes_someone_elses_session(runtime: Runtime) -> None:
+    admin = await sign_up(runtime, "root")
+    bob = await sign_up(runtime, "bob")
+    revoked = await sessions.revoke_session(
+        db=runtime.db, actor_id=admin.user.id, actor_is_admin=True, session_id=bob.session_id
+    )
+    assert revoked.user_id == bob.user.id
+    assert not await is_open(runtime, bob.session_id)
+    assert await is_open(runtime, admin.session_id)
+
+
+def test_require_owner_or_admin() -> None:
+    sessions.require_owner_or_admin(actor_id=1, actor_is_admin=False, owner_id=1)
+    sessions.require_owner_or_admin(actor_id=1, actor_is_admin=True, owner_id=2)
+    with pytest.raises(Forbidden):
+        sessions.require_owner_or_admin(actor_id=1, actor_is_admin=False, owner_id=2)
