@@ -1,0 +1,74 @@
+"""Running `usergraph` as a real process, for the tests that talk to it over TCP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+CLI = [sys.executable, "-m", "usergraph.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERGRAPH_")}
+    env.update(
+        DATABASE_URL=database_url,
+        USERGRAPH_ARGON2_TIME_COST="1",
+        USERGRAPH_ARGON2_MEMORY_COST_KIB="1024",
+        USERGRAPH_ARGON2_PARALLELISM="1",
+    )
+    return env
+
+
+def _wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready in 30 s")
+
+
+@contextmanager
+def serve(tmp_path: Path, *, workers: int = 1) -> Iterator[tuple[str, dict[str, str]]]:
+    """Migrate a fresh SQLite file and run `usergraph serve` in tmp_path; yield its URL and env."""
+    env = _env(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
+    subprocess.run([*CLI, "migrate"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base_url, process)
+        yield base_url, env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

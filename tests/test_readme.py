@@ -1,0 +1,58 @@
+"""The README's curl walk-through, run as written against a real server."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.processes import CLI, serve
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def curl_walkthrough() -> str:
+    """The shell blocks of "With curl", minus the interactive create-user (it prompts)."""
+    text = README.read_text()
+    section = text[text.index("### With curl") : text.index("### With GraphiQL")]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return "\n".join(
+        block
+        for block in blocks
+        if not ("create-user" in block and "--password-stdin" not in block)
+    )
+
+
+def test_walkthrough_has_every_step() -> None:
+    script = curl_walkthrough()
+    for step in ("register(", "login(", "me {", "refresh(", "sleep 11", "users(", "logout"):
+        assert step in script
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
+    script = curl_walkthrough().replace(".venv/bin/usergraph", " ".join(CLI))
+    with serve(tmp_path) as (base_url, env):
+        script = script.replace("http://127.0.0.1:8000", base_url)
+        result = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert '"username": "ada"' in out
+    # The first refresh token: refused within the grace window, then reuse ends the session.
+    assert out.index("This refresh token was already used.") < out.index("REFRESH_TOKEN_REUSED")
+    assert '"me": null' in out
+    assert "created user admin" in out
+    assert '"totalCount": 2' in out
+    assert '"revokedSessions": 1' in out
