@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 from starlette.applications import Starlette
 
 from tests.conftest import TEST_SIGNING_KEY, make_settings
 from usergraph.app import create_app
+from usergraph.db.engine import Database
+from usergraph.db.migrate import upgrade_to_head
 
 
 async def _get(app: Starlette, path: str, **kwargs: object) -> httpx.Response:
@@ -85,3 +88,18 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     made = await client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
     assert made.headers["x-request-id"] != "bad id\twith spaces"
     assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_readyz_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
+    db = Database.connect(url)
+    await upgrade_to_head(db.engine)
+    app = create_app(make_settings(url, tmp_path))
+    try:
+        async with db.sessionmaker() as s, s.begin():
+            # Holds SQLite's write lock (BEGIN IMMEDIATE) while the probe runs.
+            await s.execute(text("UPDATE roles SET description = description"))
+            response = await _get(app, "/readyz")
+    finally:
+        await db.dispose()
+    assert response.status_code == 200

@@ -178,3 +178,16 @@ async def test_verifying_runs_in_worker_threads_bounded_by_the_limiter(
     await _run_twice_at_once(verify_once)
     assert not recorder.saw_event_loop
     assert recorder.most_active == expected_most
+
+
+@pytest.mark.parametrize("stored", ["bcrypt-of-short", "$argon2id$garbage", "not a hash"])
+async def test_an_uncheckable_hash_is_a_mismatch_not_an_error(
+    hasher: PasswordHasher, stored: str
+) -> None:
+    # bcrypt refuses passwords over 72 bytes; a malformed stored hash cannot be checked at
+    # all. Either must look like a wrong password, not an exception (which would answer
+    # differently from an unknown account).
+    if stored == "bcrypt-of-short":
+        stored = bcrypt.hash("short password")
+    result = await hasher.verify("x" * 80, stored)
+    assert result.ok is False and result.new_hash is None

@@ -191,3 +191,37 @@ async def test_an_unsafe_request_id_is_replaced(gql: GraphQL, unsafe: str) -> No
     assert request_id != unsafe
     assert SAFE_REQUEST_ID.fullmatch(request_id)
     assert "set-cookie" not in response.headers
+
+
+async def test_input_errors_do_not_echo_secrets(
+    gql: GraphQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cases = [
+        (
+            "mutation($i: LoginInput!) { login(input: $i) { userErrors { code } } }",
+            {"i": {"login": "ann", "password": "Sup3rSecret-pw", "remember": True}},
+            "Sup3rSecret-pw",
+        ),
+        (
+            "mutation($i: RefreshInput!) { refresh(input: $i) { userErrors { code } } }",
+            {"i": {"refresh_token": "ugr_leaked-token-value"}},
+            "ugr_leaked-token-value",
+        ),
+        (
+            'mutation { login(input: {login: "ann", password: "Inline-Secret-1", x: 1}) '
+            "{ userErrors { code } } }",
+            None,
+            "Inline-Secret-1",
+        ),
+    ]
+    for query, variables, secret in cases:
+        response = await gql.post(query, variables)
+        assert secret not in response.text
+        assert response.json()["errors"][0]["extensions"]["code"] in (
+            "BAD_USER_INPUT",
+            "GRAPHQL_VALIDATION_FAILED",
+        )
+    assert not any(
+        secret in record.getMessage() for record in caplog.records for *_, secret in cases
+    )

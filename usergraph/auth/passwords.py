@@ -46,9 +46,16 @@ class PasswordHasher:
 
     async def verify(self, password: str, stored_hash: str) -> Verification:
         """Check password against stored_hash; return whether it matches and any upgraded hash."""
-        ok, new_hash = await anyio.to_thread.run_sync(
-            self._context.verify_and_update, password, stored_hash, limiter=self._limiter
-        )
+        try:
+            ok, new_hash = await anyio.to_thread.run_sync(
+                self._context.verify_and_update, password, stored_hash, limiter=self._limiter
+            )
+        except ValueError:
+            # A hash this password cannot be checked against (bcrypt refuses passwords over 72
+            # bytes, or the stored hash is malformed): a plain mismatch, after as much work as a
+            # real check, so the answer does not tell this account from any other.
+            await self.verify_dummy(password)
+            return Verification(ok=False)
         return Verification(ok=bool(ok), new_hash=new_hash if ok else None)
 
     async def prepare(self) -> None:

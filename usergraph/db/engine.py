@@ -19,14 +19,27 @@ READ_ONLY = "usergraph_read_only"
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Return an async engine; SQLite gets foreign keys, WAL and a busy timeout."""
+    """Return an async engine; SQLite gets foreign keys, WAL and a busy timeout.
+
+    hide_parameters: database errors are logged, and their parameters may be password hashes.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

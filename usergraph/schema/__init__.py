@@ -11,7 +11,7 @@ from strawberry.extensions import DisableIntrospection, ParserCache, ValidationC
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from usergraph.schema.extensions import is_internal
+from usergraph.schema.extensions import is_internal, redact_values
 from usergraph.schema.mutation import Mutation
 from usergraph.schema.query import Query
 from usergraph.schema.types import Session, User
@@ -34,7 +34,7 @@ class UsergraphSchema(strawberry.Schema):
                     exc_info=error.original_error,
                 )
             else:
-                log.debug("request error: %s", error.message)
+                log.debug("request error: %s", redact_values(error.message))
 
 
 def build_schema(settings: Settings | None = None) -> UsergraphSchema:

@@ -6,6 +6,7 @@ errors that Strawberry creates after the schema extensions have run.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -13,6 +14,21 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from usergraph.schema.errors import ErrorCode
 
 INTERNAL_MESSAGE = "Internal server error"
+
+
+# graphql-core quotes the offending input value in coercion errors ("..., found: {'password':
+# 'hunter2'}", "String cannot represent a non string value: ..."); a value may be a password
+# or a token, so it is cut from what the client and the log see.
+_QUOTED_VALUE = (
+    re.compile(r"[,.]? ?[Ff]ound: .*\Z", re.DOTALL),
+    re.compile(r"(cannot represent [^:]*): .*\Z", re.DOTALL),
+)
+
+
+def redact_values(message: str) -> str:
+    """message without the input values graphql-core quotes in it."""
+    message = _QUOTED_VALUE[0].sub(".", message)
+    return _QUOTED_VALUE[1].sub(r"\1.", message)
 
 
 def is_internal(error: GraphQLError) -> bool:
@@ -38,6 +54,7 @@ def with_code(error: GraphQLError, request_id: str | None) -> GraphQLError:
         )
     if error.extensions and "code" in error.extensions:
         return error
+    error.message = redact_values(error.message)
     extensions: dict[str, Any] = dict(error.extensions or {})
     extensions["code"] = _code_of(error).value
     error.extensions = extensions
