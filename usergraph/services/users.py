@@ -32,29 +32,28 @@ class Keep(enum.Enum):
 KEEP = Keep.KEEP
 
 
-def _taken_problem(exc: IntegrityError, *, email_field: str, username_field: str) -> Problem:
-    # Unique violations name the constraint (uq_users_email_key, uq_users_username) on PostgreSQL
-    # and the column (users.email_key, users.username) on SQLite.
+EMAIL_TAKEN = Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", "email"))
+USERNAME_TAKEN = Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", "username"))
+
+
+def _taken_problem(exc: IntegrityError) -> Problem:
+    """Which unique constraint a concurrent insert or update lost on."""
+    # PostgreSQL names the constraint (uq_users_email_key, uq_users_username), SQLite the
+    # column (users.email_key, users.username).
     text = str(exc.orig)
     if "email_key" in text:
-        return Problem(
-            Code.EMAIL_TAKEN, "This email is already registered.", ("input", email_field)
-        )
+        return EMAIL_TAKEN
     if "username" in text:
-        return Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", username_field))
+        return USERNAME_TAKEN
     raise exc
 
 
 async def _check_free(s: AsyncSession, *, email_key: str | None, username: str | None) -> None:
     problems = []
     if email_key is not None and await s.scalar(select(User.id).where(User.email_key == email_key)):
-        problems.append(
-            Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", "email"))
-        )
+        problems.append(EMAIL_TAKEN)
     if username is not None and await s.scalar(select(User.id).where(User.username == username)):
-        problems.append(
-            Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", "username"))
-        )
+        problems.append(USERNAME_TAKEN)
     if problems:
         raise Rejected(problems)
 
@@ -116,9 +115,7 @@ async def insert_user(
             s.add(user)
             await s.flush()
     except IntegrityError as exc:
-        raise Rejected(
-            [_taken_problem(exc, email_field="email", username_field="username")]
-        ) from None
+        raise Rejected([_taken_problem(exc)]) from None
     await user_queries.set_roles(
         s, user_id=user.id, roles=await user_queries.get_roles_by_names(s, roles)
     )
@@ -209,9 +206,7 @@ async def update_profile(
             async with s.begin_nested():
                 await s.flush()
         except IntegrityError as exc:
-            raise Rejected(
-                [_taken_problem(exc, email_field="email", username_field="username")]
-            ) from None
+            raise Rejected([_taken_problem(exc)]) from None
         return user
 
 
