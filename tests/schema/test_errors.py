@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from tests.conftest import GraphQL
+from tests.conftest import Account, GraphQL
 from usergraph.logs import RequestIdFilter
 from usergraph.services import users as user_service
 
@@ -44,13 +44,21 @@ def assert_masked(response: httpx.Response, path: list[str]) -> dict[str, Any]:
     return body
 
 
-async def test_internal_error_in_users_is_masked_and_logged(
+async def admin_with_failing_users(
     gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+) -> Account:
+    """An admin, while the users service fails and error logs are captured with request ids."""
     admin = await gql.admin()
     monkeypatch.setattr(user_service, "list_users", explode)
     caplog.set_level(logging.ERROR)
     caplog.handler.addFilter(RequestIdFilter())
+    return admin
+
+
+async def test_internal_error_in_users_is_masked_and_logged(
+    gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await admin_with_failing_users(gql, monkeypatch, caplog)
 
     response = await gql.post("{ users { totalCount } }", token=admin.access_token)
 
@@ -90,10 +98,7 @@ async def test_internal_error_in_user_by_username_is_masked(
 async def test_internal_error_uses_the_client_request_id(
     gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin = await gql.admin()
-    monkeypatch.setattr(user_service, "list_users", explode)
-    caplog.set_level(logging.ERROR)
-    caplog.handler.addFilter(RequestIdFilter())
+    admin = await admin_with_failing_users(gql, monkeypatch, caplog)
 
     response = await gql.post(
         "{ users { totalCount } }",

@@ -11,6 +11,7 @@ import jwt
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.helpers import assert_no_tokens, session_count
 from usergraph.settings import Settings
 
 LOGIN = """mutation($input: LoginInput!) { login(input: $input) {
@@ -33,18 +34,6 @@ async def login(gql: GraphQL, login: str, password: str = DEFAULT_PASSWORD) -> d
     return payload
 
 
-def assert_no_tokens(payload: dict[str, Any]) -> None:
-    for key in (
-        "accessToken",
-        "refreshToken",
-        "tokenType",
-        "accessTokenExpiresAt",
-        "refreshTokenExpiresAt",
-        "user",
-    ):
-        assert payload[key] is None, key
-
-
 def claims_of(token: str) -> dict[str, Any]:
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     return claims
@@ -61,11 +50,6 @@ async def set_active(gql: GraphQL, admin_token: str, user_id: str, active: bool)
         SET_ACTIVE, {"input": {"userId": user_id, "active": active}}, token=admin_token
     )
     assert data["setUserActive"] == {"user": {"isActive": active}, "userErrors": []}
-
-
-async def session_count(gql: GraphQL, token: str) -> int:
-    count: int = (await gql.ok(SESSIONS, token=token))["me"]["sessions"]["totalCount"]
-    return count
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import GraphQL
+from tests.helpers import tampered
 
 ME = "{ me { id username email lastLoginAt roles { name } } }"
 
@@ -13,9 +14,7 @@ async def test_me_is_null_without_a_token(gql: GraphQL) -> None:
 
 async def test_me_is_null_with_a_tampered_token(gql: GraphQL) -> None:
     account = await gql.register("ann")
-    header, payload, signature = account.access_token.split(".")
-    tampered = f"{header}.{payload}.{signature[::-1]}"
-    assert await gql.ok(ME, token=tampered) == {"me": None}
+    assert await gql.ok(ME, token=tampered(account.access_token)) == {"me": None}
 
 
 async def test_me_returns_the_signed_in_user_with_private_fields(gql: GraphQL) -> None:

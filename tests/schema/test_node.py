@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GraphQL
+from tests.conftest import Account, GraphQL
 from usergraph.schema.relay import to_global_id
 
 NODE = """query($id: ID!) { node(id: $id) {
@@ -32,6 +32,17 @@ async def node(gql: GraphQL, id: str, token: str | None = None) -> Any:
     return (await gql.ok(NODE, {"id": id}, token=token))["node"]
 
 
+async def register_with_session(gql: GraphQL, username: str) -> tuple[Account, str]:
+    """A new account and the global id of its one open session."""
+    account = await gql.register(username)
+    return account, await only_session_id(gql, account.access_token)
+
+
+def session_node(session_id: str, user_id: str, *, current: bool) -> dict[str, Any]:
+    """What NODE answers for a session."""
+    return {"__typename": "Session", "id": session_id, "current": current, "user": {"id": user_id}}
+
+
 async def test_node_returns_a_user_to_a_signed_in_viewer(gql: GraphQL) -> None:
     ann = await gql.register("ann")
     bob = await gql.register("bob")
@@ -51,28 +62,16 @@ async def test_node_user_is_null_with_a_revoked_token(gql: GraphQL) -> None:
 
 
 async def test_node_returns_the_owners_session(gql: GraphQL) -> None:
-    ann = await gql.register("ann")
-    session_id = await only_session_id(gql, ann.access_token)
+    ann, session_id = await register_with_session(gql, "ann")
     found = await node(gql, session_id, token=ann.access_token)
-    assert found == {
-        "__typename": "Session",
-        "id": session_id,
-        "current": True,
-        "user": {"id": ann.id},
-    }
+    assert found == session_node(session_id, ann.id, current=True)
 
 
 async def test_node_returns_any_session_to_an_admin(gql: GraphQL) -> None:
     admin = await gql.admin()
-    ann = await gql.register("ann")
-    session_id = await only_session_id(gql, ann.access_token)
+    ann, session_id = await register_with_session(gql, "ann")
     found = await node(gql, session_id, token=admin.access_token)
-    assert found == {
-        "__typename": "Session",
-        "id": session_id,
-        "current": False,
-        "user": {"id": ann.id},
-    }
+    assert found == session_node(session_id, ann.id, current=False)
 
 
 async def test_node_session_of_another_user_is_null(gql: GraphQL) -> None:
@@ -83,8 +82,7 @@ async def test_node_session_of_another_user_is_null(gql: GraphQL) -> None:
 
 
 async def test_node_session_is_null_for_anonymous(gql: GraphQL) -> None:
-    ann = await gql.register("ann")
-    session_id = await only_session_id(gql, ann.access_token)
+    _, session_id = await register_with_session(gql, "ann")
     assert await node(gql, session_id) is None
 
 

@@ -14,55 +14,25 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from tests.conftest import GraphQL, make_settings
+from tests.helpers import REFRESH, assert_no_tokens, me, problems, refresh, session_count
 from usergraph.app import create_app
 from usergraph.db.engine import Database
 from usergraph.db.models import RefreshToken, User, UserSession, user_roles
 
-REFRESH = """mutation($input: RefreshInput!) { refresh(input: $input) {
-  accessToken refreshToken tokenType accessTokenExpiresAt refreshTokenExpiresAt
-  user { id username }
-  userErrors { field message code }
-} }"""
 SET_ACTIVE = """mutation($input: SetUserActiveInput!) { setUserActive(input: $input) {
   user { isActive } userErrors { code }
 } }"""
-ME = "{ me { id username } }"
-SESSION_COUNT = "{ me { sessions { totalCount } } }"
 FIELD = ["input", "refreshToken"]
-
-
-async def refresh(gql: GraphQL, refresh_token: str | None) -> dict[str, Any]:
-    payload: dict[str, Any] = (await gql.ok(REFRESH, {"input": {"refreshToken": refresh_token}}))[
-        "refresh"
-    ]
-    return payload
-
-
-def problems(payload: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    return [(error["code"], error["field"]) for error in payload["userErrors"]]
 
 
 def assert_refused(payload: dict[str, Any], code: str = "INVALID_REFRESH_TOKEN") -> None:
     assert problems(payload) == [(code, FIELD)], payload
-    for key in (
-        "accessToken",
-        "refreshToken",
-        "tokenType",
-        "accessTokenExpiresAt",
-        "refreshTokenExpiresAt",
-        "user",
-    ):
-        assert payload[key] is None, key
+    assert_no_tokens(payload)
 
 
 def session_id(access_token: str) -> uuid.UUID:
     claims = jwt.decode(access_token, options={"verify_signature": False})
     return uuid.UUID(claims["sid"])
-
-
-async def me(gql: GraphQL, token: str) -> dict[str, Any] | None:
-    viewer: dict[str, Any] | None = (await gql.ok(ME, token=token))["me"]
-    return viewer
 
 
 async def live_refresh_tokens(db: Database, sid: uuid.UUID) -> int:
@@ -108,8 +78,7 @@ async def test_refresh_rotates_the_token_pair(gql: GraphQL) -> None:
     # The new access token works, in the same session: no new session was opened.
     assert await me(gql, payload["accessToken"]) == {"id": ann.id, "username": "ann"}
     assert session_id(payload["accessToken"]) == session_id(ann.access_token)
-    count = await gql.ok(SESSION_COUNT, token=payload["accessToken"])
-    assert count["me"]["sessions"]["totalCount"] == 1
+    assert await session_count(gql, payload["accessToken"]) == 1
 
 
 async def test_refresh_chain_keeps_working(gql: GraphQL) -> None:
@@ -248,5 +217,4 @@ async def test_concurrent_refreshes_with_one_token_succeed_at_most_once(gql: Gra
     again = await refresh(gql, winner["refreshToken"])
     assert again["userErrors"] == []
     assert await live_refresh_tokens(db, sid) == 1
-    count = await gql.ok(SESSION_COUNT, token=again["accessToken"])
-    assert count["me"]["sessions"]["totalCount"] == 1
+    assert await session_count(gql, again["accessToken"]) == 1

@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.helpers import assert_no_tokens, problems
 
 REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
   accessToken refreshToken tokenType accessTokenExpiresAt refreshTokenExpiresAt
@@ -31,21 +32,9 @@ async def register(gql: GraphQL, **fields: Any) -> dict[str, Any]:
     return payload
 
 
-def problems(payload: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    return [(error["code"], error["field"]) for error in payload["userErrors"]]
-
-
 def assert_rejected(payload: dict[str, Any]) -> None:
     """A refused registration hands out nothing."""
-    for key in (
-        "accessToken",
-        "refreshToken",
-        "tokenType",
-        "accessTokenExpiresAt",
-        "refreshTokenExpiresAt",
-        "user",
-    ):
-        assert payload[key] is None, key
+    assert_no_tokens(payload)
     assert payload["userErrors"], payload
 
 

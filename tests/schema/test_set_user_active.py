@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GraphQL
+from tests.helpers import assert_only_error
 from usergraph.schema.relay import to_global_id
 
 SET_ACTIVE = """mutation($input: SetUserActiveInput!) { setUserActive(input: $input) {
@@ -132,18 +133,13 @@ async def test_set_user_active_user_not_found(gql: GraphQL) -> None:
 async def test_set_user_active_malformed_id_is_bad_user_input(gql: GraphQL, malformed: str) -> None:
     admin = await gql.admin()
     body = await set_active(gql, admin.access_token, malformed, False)
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["path"] == ["setUserActive"]
+    assert_only_error(body, "BAD_USER_INPUT", ["setUserActive"])
 
 
 async def test_set_user_active_needs_sign_in(gql: GraphQL) -> None:
     bob = await gql.register("bob")
     body = await set_active(gql, None, bob.id, False)
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert_only_error(body, "UNAUTHENTICATED")
     assert (await gql.ok(ME, token=bob.access_token))["me"] == {"id": bob.id}
 
 
@@ -152,7 +148,5 @@ async def test_set_user_active_is_for_admins_only(gql: GraphQL) -> None:
     ann = await gql.register("ann")
     bob = await gql.register("bob")
     body = await set_active(gql, ann.access_token, bob.id, False)
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "FORBIDDEN"
+    assert_only_error(body, "FORBIDDEN")
     assert (await gql.ok(ME, token=bob.access_token))["me"] == {"id": bob.id}

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GraphQL
+from tests.helpers import assert_only_error
 from usergraph.schema.relay import to_global_id
 
 SET_ROLES = """mutation($input: SetUserRolesInput!) { setUserRoles(input: $input) {
@@ -134,26 +135,18 @@ async def test_set_user_roles_keeps_an_active_admin(gql: GraphQL) -> None:
 async def test_set_user_roles_malformed_id_is_bad_user_input(gql: GraphQL, malformed: str) -> None:
     admin = await gql.admin()
     body = await set_roles(gql, admin.access_token, malformed, ["user"])
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["path"] == ["setUserRoles"]
+    assert_only_error(body, "BAD_USER_INPUT", ["setUserRoles"])
 
 
 async def test_set_user_roles_needs_sign_in(gql: GraphQL) -> None:
     bob = await gql.register("bob")
     body = await set_roles(gql, None, bob.id, ["admin"])
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert_only_error(body, "UNAUTHENTICATED")
 
 
 async def test_set_user_roles_is_for_admins_only(gql: GraphQL) -> None:
     await gql.admin()
     bob = await gql.register("bob")
     body = await set_roles(gql, bob.access_token, bob.id, ["admin", "user"])
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "FORBIDDEN"
-    assert error["path"] == ["setUserRoles"]
+    assert_only_error(body, "FORBIDDEN", ["setUserRoles"])
     assert await roles_of(gql, bob.access_token) == ["user"]

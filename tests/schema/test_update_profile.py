@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GraphQL
+from tests.helpers import assert_only_error
 
 UPDATE = """mutation($input: UpdateProfileInput!) { updateProfile(input: $input) {
   user { id username displayName email }
@@ -135,10 +136,7 @@ async def test_update_profile_display_name_of_100_characters_is_fine(gql: GraphQ
 
 async def test_update_profile_needs_sign_in(gql: GraphQL) -> None:
     body = await gql(UPDATE, {"input": {"displayName": "Anon"}})
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "UNAUTHENTICATED"
-    assert error["path"] == ["updateProfile"]
+    assert_only_error(body, "UNAUTHENTICATED", ["updateProfile"])
 
 
 async def test_update_profile_refuses_a_logged_out_token(gql: GraphQL) -> None:

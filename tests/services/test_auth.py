@@ -13,52 +13,17 @@ from passlib.hash import bcrypt
 from sqlalchemy import func, select, update
 
 from tests.conftest import DEFAULT_PASSWORD
+from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
 from usergraph.app import Runtime
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db.models import RefreshToken, User, UserSession
 from usergraph.services import auth
 from usergraph.services.errors import Code, Rejected
-from usergraph.services.sessions import ClientInfo, SignedIn
+from usergraph.services.sessions import SignedIn
 from usergraph.services.users import create_user
 
-CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
 NEW_PASSWORD = "a new and different passphrase"
-
-
-def problems(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
-    return [(problem.code, problem.field) for problem in exc.problems]
-
-
-async def register(
-    runtime: Runtime,
-    username: str = "ann",
-    *,
-    email: str | None = None,
-    password: str = DEFAULT_PASSWORD,
-    display_name: str | None = None,
-) -> SignedIn:
-    return await auth.register(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        email=email or f"{username}@example.com",
-        username=username,
-        password=password,
-        display_name=display_name,
-        client=CLIENT,
-    )
-
-
-async def login(runtime: Runtime, login: str, password: str = DEFAULT_PASSWORD) -> SignedIn:
-    return await auth.login(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        login=login,
-        password=password,
-        client=CLIENT,
-    )
 
 
 async def refresh(runtime: Runtime, token: str, *, grace: timedelta | None = None) -> SignedIn:
@@ -91,7 +56,7 @@ async def set_password_hash(runtime: Runtime, user_id: int, password_hash: str) 
 
 
 async def test_register_signs_the_new_account_in(runtime: Runtime) -> None:
-    signed_in = await register(runtime, "Ann", email="Ann@Example.COM", display_name=" Ann  Lee ")
+    signed_in = await sign_up(runtime, "Ann", email="Ann@Example.COM", display_name=" Ann  Lee ")
     user = signed_in.user
     assert user.username == "ann"
     assert user.email == "Ann@example.com"
@@ -120,24 +85,24 @@ async def test_register_signs_the_new_account_in(runtime: Runtime) -> None:
 
 
 async def test_register_email_taken_in_another_case(runtime: Runtime) -> None:
-    await register(runtime, "ann", email="ann@example.com")
+    await sign_up(runtime, "ann", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
-        await register(runtime, "ann2", email="ANN@Example.com")
-    assert problems(caught.value) == [(Code.EMAIL_TAKEN, ("input", "email"))]
+        await sign_up(runtime, "ann2", email="ANN@Example.com")
+    assert codes_and_fields(caught.value) == [(Code.EMAIL_TAKEN, ("input", "email"))]
 
 
 async def test_register_username_taken(runtime: Runtime) -> None:
-    await register(runtime, "ann", email="ann@example.com")
+    await sign_up(runtime, "ann", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
-        await register(runtime, "ANN", email="other@example.com")
-    assert problems(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+        await sign_up(runtime, "ANN", email="other@example.com")
+    assert codes_and_fields(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
 
 
 async def test_register_email_and_username_taken_together(runtime: Runtime) -> None:
-    await register(runtime, "ann", email="ann@example.com")
+    await sign_up(runtime, "ann", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
-        await register(runtime, "ann", email="ann@example.com")
-    assert problems(caught.value) == [
+        await sign_up(runtime, "ann", email="ann@example.com")
+    assert codes_and_fields(caught.value) == [
         (Code.EMAIL_TAKEN, ("input", "email")),
         (Code.USERNAME_TAKEN, ("input", "username")),
     ]
@@ -145,10 +110,10 @@ async def test_register_email_and_username_taken_together(runtime: Runtime) -> N
 
 async def test_register_reports_every_problem_at_once(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
-        await register(
+        await sign_up(
             runtime, "9lives", email="not-an-email", password="password123", display_name="a\x00"
         )
-    assert problems(caught.value) == [
+    assert codes_and_fields(caught.value) == [
         (Code.INVALID_EMAIL, ("input", "email")),
         (Code.INVALID_USERNAME, ("input", "username")),
         (Code.WEAK_PASSWORD, ("input", "password")),
@@ -160,8 +125,8 @@ async def test_register_reports_every_problem_at_once(runtime: Runtime) -> None:
 
 async def test_register_refuses_password_equal_to_username(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
-        await register(runtime, "longusername", password="LongUsername")
-    assert problems(caught.value) == [(Code.WEAK_PASSWORD, ("input", "password"))]
+        await sign_up(runtime, "longusername", password="LongUsername")
+    assert codes_and_fields(caught.value) == [(Code.WEAK_PASSWORD, ("input", "password"))]
 
 
 async def test_concurrent_registrations_with_one_email_make_one_account(
@@ -169,9 +134,7 @@ async def test_concurrent_registrations_with_one_email_make_one_account(
 ) -> None:
     results = await asyncio.gather(
         *(
-            register(
-                runtime, f"racer{i}", email="Same@Example.com" if i % 2 else "same@example.com"
-            )
+            sign_up(runtime, f"racer{i}", email="Same@Example.com" if i % 2 else "same@example.com")
             for i in range(50)
         ),
         return_exceptions=True,
@@ -182,7 +145,7 @@ async def test_concurrent_registrations_with_one_email_make_one_account(
     assert len(losers) == 49
     for loser in losers:
         assert isinstance(loser, Rejected), repr(loser)
-        assert problems(loser) == [(Code.EMAIL_TAKEN, ("input", "email"))]
+        assert codes_and_fields(loser) == [(Code.EMAIL_TAKEN, ("input", "email"))]
     async with runtime.db.sessionmaker() as s:
         users = list(await s.scalars(select(User)))
         sessions = await s.scalar(select(func.count()).select_from(UserSession))
@@ -194,7 +157,7 @@ async def test_concurrent_registrations_with_one_username_make_one_account(
     runtime: Runtime,
 ) -> None:
     results = await asyncio.gather(
-        *(register(runtime, "same", email=f"racer{i}@example.com") for i in range(20)),
+        *(sign_up(runtime, "same", email=f"racer{i}@example.com") for i in range(20)),
         return_exceptions=True,
     )
     winners = [result for result in results if isinstance(result, SignedIn)]
@@ -202,7 +165,7 @@ async def test_concurrent_registrations_with_one_username_make_one_account(
     assert len(winners) == 1
     for loser in losers:
         assert isinstance(loser, Rejected), repr(loser)
-        assert problems(loser) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+        assert codes_and_fields(loser) == [(Code.USERNAME_TAKEN, ("input", "username"))]
 
 
 # --- login -------------------------------------------------------------------------------
@@ -212,8 +175,8 @@ async def test_concurrent_registrations_with_one_username_make_one_account(
     "login_as", ["ann.lee@example.com", "ANN.LEE@EXAMPLE.COM", "Ann.Lee@example.com", "ann", "ANN"]
 )
 async def test_login_by_email_in_any_case_or_by_username(runtime: Runtime, login_as: str) -> None:
-    registered = await register(runtime, "ann", email="Ann.Lee@Example.com")
-    signed_in = await login(runtime, login_as)
+    registered = await sign_up(runtime, "ann", email="Ann.Lee@Example.com")
+    signed_in = await sign_in(runtime, login_as)
     assert signed_in.user.id == registered.user.id
     assert signed_in.session_id != registered.session_id
     claims = runtime.policy.tokens.decode_access_token(signed_in.access.token)
@@ -231,7 +194,7 @@ async def test_login_carries_the_users_roles(runtime: Runtime) -> None:
         password=DEFAULT_PASSWORD,
         admin=True,
     )
-    signed_in = await login(runtime, "root")
+    signed_in = await sign_in(runtime, "root")
     assert runtime.policy.tokens.decode_access_token(signed_in.access.token).roles == (
         "admin",
         "user",
@@ -239,7 +202,7 @@ async def test_login_carries_the_users_roles(runtime: Runtime) -> None:
 
 
 async def test_wrong_password_and_unknown_login_answer_alike(runtime: Runtime) -> None:
-    await register(runtime, "ann")
+    await sign_up(runtime, "ann")
     answers: list[Rejected] = []
     for login_as, password in [
         ("ann", "not the right password"),
@@ -248,7 +211,7 @@ async def test_wrong_password_and_unknown_login_answer_alike(runtime: Runtime) -
         ("nobody@example.com", DEFAULT_PASSWORD),
     ]:
         with pytest.raises(Rejected) as caught:
-            await login(runtime, login_as, password)
+            await sign_in(runtime, login_as, password)
         answers.append(caught.value)
     assert {answer.problems for answer in answers} == {answers[0].problems}
     (problem,) = answers[0].problems
@@ -269,7 +232,7 @@ async def test_unknown_login_still_verifies_a_password(
 
     monkeypatch.setattr(PasswordHasher, "verify", recording)
     with pytest.raises(Rejected):
-        await login(runtime, "nobody", "some guess")
+        await sign_in(runtime, "nobody", "some guess")
     assert verified == ["some guess"]
 
 
@@ -281,10 +244,10 @@ async def test_unknown_login_still_verifies_a_password(
 async def test_overlong_credentials_are_refused(
     runtime: Runtime, login_as: str, password: str
 ) -> None:
-    await register(runtime, "ann")
+    await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
-        await login(runtime, login_as, password)
-    assert problems(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+        await sign_in(runtime, login_as, password)
+    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
 
 
 async def _disable(runtime: Runtime, user_id: int) -> None:
@@ -293,43 +256,43 @@ async def _disable(runtime: Runtime, user_id: int) -> None:
 
 
 async def test_disabled_account_with_correct_password(runtime: Runtime) -> None:
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     await _disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
-        await login(runtime, "ann")
-    assert problems(caught.value) == [(Code.ACCOUNT_DISABLED, ())]
+        await sign_in(runtime, "ann")
+    assert codes_and_fields(caught.value) == [(Code.ACCOUNT_DISABLED, ())]
 
 
 async def test_disabled_account_with_wrong_password_reveals_nothing(runtime: Runtime) -> None:
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     await _disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
-        await login(runtime, "ann", "not the right password")
-    assert problems(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+        await sign_in(runtime, "ann", "not the right password")
+    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
 
 
 async def test_login_rehashes_a_hash_with_other_argon2_costs(runtime: Runtime) -> None:
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     old_hasher = PasswordHasher(time_cost=2, memory_cost_kib=2048, parallelism=1)
     old_hash = await old_hasher.hash(DEFAULT_PASSWORD)
     await set_password_hash(runtime, registered.user.id, old_hash)
 
-    await login(runtime, "ann")
+    await sign_in(runtime, "ann")
     new_hash = (await stored_user(runtime, registered.user.id)).password_hash
     assert new_hash != old_hash
     verification = await runtime.passwords.verify(DEFAULT_PASSWORD, new_hash)
     assert verification.ok
     assert verification.new_hash is None  # now made with the current costs
     # The rehashed password still signs in, and is not rehashed again.
-    await login(runtime, "ann")
+    await sign_in(runtime, "ann")
     assert (await stored_user(runtime, registered.user.id)).password_hash == new_hash
 
 
 async def test_login_rehashes_a_bcrypt_hash(runtime: Runtime) -> None:
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     old_hash = bcrypt.using(rounds=4).hash(DEFAULT_PASSWORD)
     await set_password_hash(runtime, registered.user.id, old_hash)
-    await login(runtime, "ann")
+    await sign_in(runtime, "ann")
     new_hash = (await stored_user(runtime, registered.user.id)).password_hash
     assert new_hash.startswith("$argon2id$")
     assert (await runtime.passwords.verify(DEFAULT_PASSWORD, new_hash)).ok
@@ -339,7 +302,7 @@ async def test_concurrent_logins_with_an_outdated_hash_all_succeed(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two devices signing in at once, right after a cost upgrade: both know the password."""
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     old_hash = bcrypt.using(rounds=4).hash(DEFAULT_PASSWORD)
     await set_password_hash(runtime, registered.user.id, old_hash)
 
@@ -363,7 +326,7 @@ async def test_concurrent_logins_with_an_outdated_hash_all_succeed(
     monkeypatch.setattr(PasswordHasher, "verify", verify_together)
     with anyio.fail_after(60):  # a guard against a hang, not a timing assertion
         results = await asyncio.gather(
-            *(login(runtime, "ann") for _ in range(logins)), return_exceptions=True
+            *(sign_in(runtime, "ann") for _ in range(logins)), return_exceptions=True
         )
     assert [type(result) for result in results] == [SignedIn] * logins, results
     stored = (await stored_user(runtime, registered.user.id)).password_hash
@@ -372,11 +335,11 @@ async def test_concurrent_logins_with_an_outdated_hash_all_succeed(
 
 
 async def test_failed_login_does_not_rehash(runtime: Runtime) -> None:
-    registered = await register(runtime, "ann")
+    registered = await sign_up(runtime, "ann")
     old_hash = bcrypt.using(rounds=4).hash(DEFAULT_PASSWORD)
     await set_password_hash(runtime, registered.user.id, old_hash)
     with pytest.raises(Rejected):
-        await login(runtime, "ann", "not the right password")
+        await sign_in(runtime, "ann", "not the right password")
     assert (await stored_user(runtime, registered.user.id)).password_hash == old_hash
 
 
@@ -384,7 +347,7 @@ async def test_failed_login_does_not_rehash(runtime: Runtime) -> None:
 
 
 async def test_refresh_rotates_the_token_pair(runtime: Runtime) -> None:
-    first = await register(runtime, "ann")
+    first = await sign_up(runtime, "ann")
     second = await refresh(runtime, first.refresh_token)
     assert second.session_id == first.session_id
     assert second.user.id == first.user.id
@@ -398,25 +361,29 @@ async def test_refresh_rotates_the_token_pair(runtime: Runtime) -> None:
 
 
 async def test_reused_token_within_grace_is_only_refused(runtime: Runtime) -> None:
-    first = await register(runtime, "ann")
+    first = await sign_up(runtime, "ann")
     second = await refresh(runtime, first.refresh_token)
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, first.refresh_token, grace=timedelta(minutes=5))
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
     # The session lives on: the newest token still works.
     assert (await refresh(runtime, second.refresh_token)).session_id == first.session_id
     assert (await stored_session(runtime, first.session_id)).revoked_at is None
 
 
 async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime) -> None:
-    first = await register(runtime, "ann")
-    other_device = await login(runtime, "ann")
+    first = await sign_up(runtime, "ann")
+    other_device = await sign_in(runtime, "ann")
     second = await refresh(runtime, first.refresh_token)
     third = await refresh(runtime, second.refresh_token)
 
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, first.refresh_token, grace=timedelta(0))
-    assert problems(caught.value) == [(Code.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))
+    ]
 
     user_session = await stored_session(runtime, first.session_id)
     assert user_session.revoked_at is not None
@@ -424,7 +391,9 @@ async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime)
     # The thief's (or owner's) newest token of that session no longer works...
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, third.refresh_token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
     # ...but the user's other sessions are untouched.
     assert (await refresh(runtime, other_device.refresh_token)).session_id == (
         other_device.session_id
@@ -432,7 +401,7 @@ async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime)
 
 
 async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -> None:
-    first = await register(runtime, "ann")
+    first = await sign_up(runtime, "ann")
     results = await asyncio.gather(
         *(refresh(runtime, first.refresh_token, grace=timedelta(minutes=5)) for _ in range(5)),
         return_exceptions=True,
@@ -442,7 +411,9 @@ async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -
     for result in results:
         if not isinstance(result, SignedIn):
             assert isinstance(result, Rejected), repr(result)
-            assert problems(result) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+            assert codes_and_fields(result) == [
+                (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+            ]
     assert (await refresh(runtime, winners[0].refresh_token)).session_id == first.session_id
 
 
@@ -458,29 +429,35 @@ async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -
     ids=["empty", "garbage", "well-formed-unknown", "overlong", "huge"],
 )
 async def test_refresh_with_a_bad_token(runtime: Runtime, token: str) -> None:
-    await register(runtime, "ann")
+    await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
 
 
 async def test_refresh_with_the_stored_hash_instead_of_the_token(runtime: Runtime) -> None:
-    signed_in = await register(runtime, "ann")
+    signed_in = await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, hash_refresh_token(signed_in.refresh_token))
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
 
 
 async def test_refresh_for_a_disabled_account_is_refused(runtime: Runtime) -> None:
-    signed_in = await register(runtime, "ann")
+    signed_in = await sign_up(runtime, "ann")
     await _disable(runtime, signed_in.user.id)
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, signed_in.refresh_token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
 
 
 async def test_expired_refresh_token_is_refused(runtime: Runtime) -> None:
-    signed_in = await register(runtime, "ann")
+    signed_in = await sign_up(runtime, "ann")
     async with runtime.db.sessionmaker() as s, s.begin():
         await s.execute(
             update(UserSession)
@@ -489,7 +466,9 @@ async def test_expired_refresh_token_is_refused(runtime: Runtime) -> None:
         )
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, signed_in.refresh_token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
 
 
 # --- change password ---------------------------------------------------------------------
@@ -513,41 +492,45 @@ async def change_password(
 
 
 async def test_change_password_with_the_wrong_current_password(runtime: Runtime) -> None:
-    signed_in = await register(runtime, "ann")
+    signed_in = await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await change_password(runtime, signed_in, current="not the right password")
-    assert problems(caught.value) == [(Code.INVALID_CREDENTIALS, ("input", "currentPassword"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_CREDENTIALS, ("input", "currentPassword"))
+    ]
     # Nothing changed.
-    await login(runtime, "ann", DEFAULT_PASSWORD)
+    await sign_in(runtime, "ann", DEFAULT_PASSWORD)
 
 
 @pytest.mark.parametrize("weak", ["short", "password123", "ann@example.com", "ANN_LEE"])
 async def test_change_password_to_a_weak_one(runtime: Runtime, weak: str) -> None:
-    signed_in = await register(runtime, "ann_lee", email="ann@example.com")
+    signed_in = await sign_up(runtime, "ann_lee", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
         await change_password(runtime, signed_in, new=weak)
-    assert problems(caught.value) == [(Code.WEAK_PASSWORD, ("input", "newPassword"))]
+    assert codes_and_fields(caught.value) == [(Code.WEAK_PASSWORD, ("input", "newPassword"))]
 
 
 async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> None:
-    current = await register(runtime, "ann")
-    other = await login(runtime, "ann")
-    someone_else = await register(runtime, "bob")
+    current = await sign_up(runtime, "ann")
+    other = await sign_in(runtime, "ann")
+    someone_else = await sign_up(runtime, "bob")
 
     updated = await change_password(runtime, current)
     assert updated.id == current.user.id
 
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, other.refresh_token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
     assert (await stored_session(runtime, other.session_id)).revoked_reason == "password_changed"
     assert (await refresh(runtime, current.refresh_token)).session_id == current.session_id
     assert (await refresh(runtime, someone_else.refresh_token)).user.id == someone_else.user.id
 
     with pytest.raises(Rejected) as caught:
-        await login(runtime, "ann", DEFAULT_PASSWORD)
-    assert problems(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
-    assert (await login(runtime, "ann", NEW_PASSWORD)).user.id == current.user.id
+        await sign_in(runtime, "ann", DEFAULT_PASSWORD)
+    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+    assert (await sign_in(runtime, "ann", NEW_PASSWORD)).user.id == current.user.id
 
 
 async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:

@@ -6,42 +6,12 @@ import uuid
 
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD
+from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
 from usergraph.app import Runtime
 from usergraph.db.models import UserSession, utcnow
 from usergraph.services import auth, sessions
 from usergraph.services.errors import Code, Forbidden, Rejected
-from usergraph.services.sessions import ClientInfo, SignedIn
-
-CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
-
-
-def problems(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
-    return [(problem.code, problem.field) for problem in exc.problems]
-
-
-async def sign_up(runtime: Runtime, username: str) -> SignedIn:
-    return await auth.register(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        email=f"{username}@example.com",
-        username=username,
-        password=DEFAULT_PASSWORD,
-        display_name=None,
-        client=CLIENT,
-    )
-
-
-async def sign_in(runtime: Runtime, username: str) -> SignedIn:
-    return await auth.login(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        login=username,
-        password=DEFAULT_PASSWORD,
-        client=CLIENT,
-    )
+from usergraph.services.sessions import SignedIn
 
 
 async def is_open(runtime: Runtime, session_id: uuid.UUID) -> bool:
@@ -60,7 +30,7 @@ async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
             client=CLIENT,
         )
     except Rejected as exc:
-        assert problems(exc) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+        assert codes_and_fields(exc) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
         return False
     return True
 
@@ -100,7 +70,9 @@ async def test_logout_by_an_unknown_refresh_token(runtime: Runtime, token: str) 
     phone = await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=token)
-    assert problems(caught.value) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+    assert codes_and_fields(caught.value) == [
+        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
     assert await is_open(runtime, phone.session_id)
 
 
@@ -177,7 +149,7 @@ async def test_revoke_someone_elses_session_is_not_found(runtime: Runtime) -> No
         await sessions.revoke_session(
             db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=bob.session_id
         )
-    assert problems(someone_elses.value) == [(Code.NOT_FOUND, ("input", "id"))]
+    assert codes_and_fields(someone_elses.value) == [(Code.NOT_FOUND, ("input", "id"))]
     assert await is_open(runtime, bob.session_id)
     assert await refresh_works(runtime, bob)
 

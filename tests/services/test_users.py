@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import DEFAULT_PASSWORD
+from tests.helpers import CLIENT, codes_and_fields, sign_up
 from usergraph.app import Runtime
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
@@ -21,14 +22,7 @@ from usergraph.db.models import User, utcnow
 from usergraph.db.users import UserFilter, UserOrderField, user_sort_key
 from usergraph.services import auth, users
 from usergraph.services.errors import Code, Rejected
-from usergraph.services.sessions import ClientInfo, SignedIn
 from usergraph.services.users import KEEP
-
-CLIENT = ClientInfo(ip_address="203.0.113.7")
-
-
-def problems(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
-    return [(problem.code, problem.field) for problem in exc.problems]
 
 
 async def create(
@@ -42,19 +36,6 @@ async def create(
         password=DEFAULT_PASSWORD,
         display_name=display_name,
         admin=admin,
-    )
-
-
-async def sign_up(runtime: Runtime, username: str) -> SignedIn:
-    return await auth.register(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        email=f"{username}@example.com",
-        username=username,
-        password=DEFAULT_PASSWORD,
-        display_name=None,
-        client=CLIENT,
     )
 
 
@@ -147,7 +128,7 @@ async def test_update_profile_username_taken(runtime: Runtime) -> None:
         await users.update_profile(
             db=runtime.db, user_id=ann.id, username="Bob", display_name="Someone"
         )
-    assert problems(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+    assert codes_and_fields(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
     stored = await stored_user(runtime, ann.id)
     assert (stored.username, stored.display_name) == ("ann", "Ann Lee")
 
@@ -158,7 +139,7 @@ async def test_update_profile_reports_every_invalid_field(runtime: Runtime) -> N
         await users.update_profile(
             db=runtime.db, user_id=ann.id, display_name="x" * 101, username="no"
         )
-    assert problems(caught.value) == [
+    assert codes_and_fields(caught.value) == [
         (Code.INVALID_INPUT, ("input", "displayName")),
         (Code.INVALID_USERNAME, ("input", "username")),
     ]
@@ -194,7 +175,7 @@ async def test_set_user_roles_unknown_role(runtime: Runtime) -> None:
             user_id=bob.id,
             role_names=["user", "wizard", "admin", "king"],
         )
-    assert problems(caught.value) == [
+    assert codes_and_fields(caught.value) == [
         (Code.INVALID_INPUT, ("input", "roles", "1")),
         (Code.INVALID_INPUT, ("input", "roles", "3")),
     ]
@@ -207,7 +188,7 @@ async def test_set_user_roles_of_an_unknown_user(runtime: Runtime) -> None:
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=987_654, role_names=["user"]
         )
-    assert problems(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
 
 
 async def test_last_active_admin_keeps_the_admin_role(runtime: Runtime) -> None:
@@ -216,7 +197,7 @@ async def test_last_active_admin_keeps_the_admin_role(runtime: Runtime) -> None:
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
         )
-    assert problems(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
     assert await role_names(runtime, root.id) == ["admin", "user"]
 
 
@@ -229,7 +210,7 @@ async def test_a_disabled_admin_does_not_count_as_another_admin(runtime: Runtime
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
         )
-    assert problems(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
 
 
 async def test_admin_role_can_go_when_another_active_admin_remains(runtime: Runtime) -> None:
@@ -289,7 +270,7 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
 
     refused = [result for result in results if isinstance(result, Rejected)]
     assert len(refused) == 1, results
-    assert problems(refused[0]) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(refused[0]) == [(Code.INVALID_INPUT, ("input", "userId"))]
     admins_left = [
         user.username
         for user in [await stored_user(runtime, alice.id), await stored_user(runtime, bob.id)]
@@ -340,7 +321,7 @@ async def test_you_cannot_disable_yourself(runtime: Runtime) -> None:
     await create(runtime, "other", admin=True)
     with pytest.raises(Rejected) as caught:
         await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=root.id, active=False)
-    assert problems(caught.value) == [(Code.INVALID_INPUT, ("input", "active"))]
+    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "active"))]
     assert (await stored_user(runtime, root.id)).is_active
 
 
@@ -348,7 +329,7 @@ async def test_set_user_active_of_an_unknown_user(runtime: Runtime) -> None:
     root = await create(runtime, "root", admin=True)
     with pytest.raises(Rejected) as caught:
         await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=987_654, active=False)
-    assert problems(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
 
 
 # --- list_users --------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Plain helper functions shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from usergraph.app import Runtime
+from usergraph.services import auth
+from usergraph.services.errors import Code, Rejected
+from usergraph.services.sessions import ClientInfo, SignedIn
+
+# --- GraphQL over HTTP -------------------------------------------------------------------
+
+ME = "{ me { id username } }"
+SESSION_COUNT = "{ me { sessions { totalCount } } }"
+REFRESH = """mutation($input: RefreshInput!) { refresh(input: $input) {
+  accessToken refreshToken tokenType accessTokenExpiresAt refreshTokenExpiresAt
+  user { id username }
+  userErrors { field message code }
+} }"""
+# What a successful sign-in payload hands out; a refused one leaves every one of them null.
+TOKEN_FIELDS = (
+    "accessToken",
+    "refreshToken",
+    "tokenType",
+    "accessTokenExpiresAt",
+    "refreshTokenExpiresAt",
+    "user",
+)
+
+
+def problems(payload: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The (code, field) of each user error of a mutation payload."""
+    return [(error["code"], error["field"]) for error in payload["userErrors"]]
+
+
+def assert_no_tokens(payload: dict[str, Any]) -> None:
+    """The payload hands out no tokens and no user."""
+    for key in TOKEN_FIELDS:
+        assert payload[key] is None, key
+
+
+def error_codes(body: dict[str, Any]) -> list[str]:
+    """The codes of a response's top-level errors."""
+    return [error["extensions"]["code"] for error in body.get("errors", [])]
+
+
+def assert_only_error(body: dict[str, Any], code: str, path: list[str] | None = None) -> None:
+    """The response has no data and exactly one top-level error, with this code (and path)."""
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == code
+    if path is not None:
+        assert error["path"] == path
+
+
+def tampered(token: str) -> str:
+    """The token with its signature reversed."""
+    header, payload, signature = token.split(".")
+    return f"{header}.{payload}.{signature[::-1]}"
+
+
+async def me(gql: GraphQL, token: str) -> dict[str, Any] | None:
+    viewer: dict[str, Any] | None = (await gql.ok(ME, token=token))["me"]
+    return viewer
+
+
+async def session_count(gql: GraphQL, token: str) -> int:
+    count: int = (await gql.ok(SESSION_COUNT, token=token))["me"]["sessions"]["totalCount"]
+    return count
+
+
+async def refresh(gql: GraphQL, refresh_token: str | None) -> dict[str, Any]:
+    """The payload of Mutation.refresh for the token."""
+    payload: dict[str, Any] = (await gql.ok(REFRESH, {"input": {"refreshToken": refresh_token}}))[
+        "refresh"
+    ]
+    return payload
+
+
+async def refresh_codes(gql: GraphQL, refresh_token: str) -> list[str]:
+    """The user error codes of Mutation.refresh for the token."""
+    return [error["code"] for error in (await refresh(gql, refresh_token))["userErrors"]]
+
+
+# --- services against the database -------------------------------------------------------
+
+CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
+
+
+def codes_and_fields(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
+    """The (code, field) of each problem of a refusal."""
+    return [(problem.code, problem.field) for problem in exc.problems]
+
+
+async def sign_up(
+    runtime: Runtime,
+    username: str = "ann",
+    *,
+    email: str | None = None,
+    password: str = DEFAULT_PASSWORD,
+    display_name: str | None = None,
+    client: ClientInfo = CLIENT,
+) -> SignedIn:
+    """auth.register, with an email made from the username unless one is given."""
+    return await auth.register(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        email=email or f"{username}@example.com",
+        username=username,
+        password=password,
+        display_name=display_name,
+        client=client,
+    )
+
+
+async def sign_in(
+    runtime: Runtime, login: str, password: str = DEFAULT_PASSWORD, *, client: ClientInfo = CLIENT
+) -> SignedIn:
+    """auth.login."""
+    return await auth.login(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        login=login,
+        password=password,
+        client=client,
+    )
