@@ -22,7 +22,7 @@ from strawberry.types import ExecutionResult
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
 from usergraph.context import Context, bearer_token, client_info
-from usergraph.db.engine import READ_ONLY, Database
+from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders
 from usergraph.db.migrate import current_revision, head_revision
 from usergraph.middleware import REQUEST_ID_HEADER, RequestIdMiddleware
@@ -114,9 +114,9 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     expected = request.app.state.head_revision
     try:
-        # Read-only: on SQLite it must not queue for the write lock behind a long transaction.
-        readonly = runtime.db.engine.execution_options(**{READ_ONLY: True})
-        async with readonly.connect() as connection:
+        # A read session: on SQLite it must not queue for the write lock behind a writer.
+        async with runtime.db.read_sessionmaker() as session:
+            connection = await session.connection()
             await connection.execute(text("SELECT 1"))
             current = await connection.run_sync(current_revision)
     except Exception:  # any failure to reach the database means "not ready"

@@ -7,13 +7,17 @@ import asyncio
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphql import build_schema as parse_sdl
 from graphql import find_breaking_changes, find_dangerous_changes
 from pydantic import ValidationError
 
-from usergraph.logs import configure_logging
+from usergraph.logs import configure_logging, logging_config
 from usergraph.settings import Settings
+
+if TYPE_CHECKING:
+    from usergraph.schema import UsergraphSchema
 
 DEFAULT_SCHEMA_FILE = Path("schema.graphql")
 
@@ -21,30 +25,13 @@ DEFAULT_SCHEMA_FILE = Path("schema.graphql")
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from usergraph.logs import FORMAT
-
-    log_config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "usergraph.logs.RequestIdFilter"}},
-        "formatters": {"plain": {"format": FORMAT}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "filters": ["request_id"],
-            }
-        },
-        "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
-        "loggers": {"alembic.runtime.plugins": {"level": "WARNING"}},
-    }
     uvicorn.run(
         "usergraph.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=log_config,
+        log_config=logging_config(settings.log_level),
         # The client address is the socket's: X-Forwarded-For is not trusted by default.
         proxy_headers=False,
         server_header=False,
@@ -99,10 +86,10 @@ async def _create_user(args: argparse.Namespace, settings: Settings, password: s
     return 0
 
 
-def printed_schema() -> str:
+def printed_schema(schema: UsergraphSchema | None = None) -> str:
     from usergraph.schema import build_schema
 
-    return build_schema().as_str() + "\n"
+    return (schema or build_schema()).as_str() + "\n"
 
 
 def _check_schema(path: Path) -> int:
@@ -113,13 +100,14 @@ def _check_schema(path: Path) -> int:
         return 2
     from usergraph.schema import build_schema
 
-    new = build_schema()._schema
+    schema = build_schema()
+    new = schema._schema
     breaking = find_breaking_changes(old, new)
     dangerous = find_dangerous_changes(old, new)
     for kind, changes in (("BREAKING", breaking), ("DANGEROUS", dangerous)):
         for change in changes:
             print(f"{kind} {change.type.name}: {change.description}")
-    if printed_schema() != path.read_text():
+    if printed_schema(schema) != path.read_text():
         print(f"note: {path} differs from the code's schema; run `make schema`")
     if not breaking and not dangerous:
         print("no breaking or dangerous changes")

@@ -82,7 +82,7 @@ class Context:
             self.loaders.session_by_id.load(claims.session_id),
             self.loaders.roles_by_user_id.load(claims.user_id),
         )
-        if not _is_live(user, user_session, claims):
+        if not _is_live(user, user_session):
             return None
         assert user is not None
         return Viewer(
@@ -109,7 +109,7 @@ class Context:
         self._viewer = None
 
 
-def _is_live(user: User | None, user_session: UserSession | None, claims: AccessClaims) -> bool:
+def _is_live(user: User | None, user_session: UserSession | None) -> bool:
     return (
         user is not None
         and user.is_active

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.config
+from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -16,11 +18,25 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """The dictConfig for this process; uvicorn applies the same in each of its workers."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"plain": {"format": FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        # Alembic lists its plugins at INFO every time a script directory loads.
+        "loggers": {"alembic.runtime.plugins": {"level": "WARNING"}},
+    }
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.config.dictConfig(logging_config(level))

@@ -10,7 +10,7 @@ from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
 from usergraph.app import Runtime
 from usergraph.db.models import UserSession, utcnow
 from usergraph.services import auth, sessions
-from usergraph.services.errors import Code, Forbidden, Rejected
+from usergraph.services.errors import Code, Rejected
 from usergraph.services.sessions import SignedIn
 
 
@@ -170,10 +170,3 @@ async def test_admin_revokes_someone_elses_session(runtime: Runtime) -> None:
     assert revoked.user_id == bob.user.id
     assert not await is_open(runtime, bob.session_id)
     assert await is_open(runtime, admin.session_id)
-
-
-def test_require_owner_or_admin() -> None:
-    sessions.require_owner_or_admin(actor_id=1, actor_is_admin=False, owner_id=1)
-    sessions.require_owner_or_admin(actor_id=1, actor_is_admin=True, owner_id=2)
-    with pytest.raises(Forbidden):
-        sessions.require_owner_or_admin(actor_id=1, actor_is_admin=False, owner_id=2)

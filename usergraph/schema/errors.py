@@ -7,8 +7,6 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from usergraph.services.errors import BadInput, Forbidden, ServiceError, Unauthenticated
-
 
 class ErrorCode(enum.StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -30,13 +28,3 @@ class PublicError(GraphQLError):
 
 def bad_user_input(message: str) -> PublicError:
     return PublicError(ErrorCode.BAD_USER_INPUT, message)
-
-
-def from_service_error(error: ServiceError) -> PublicError:
-    if isinstance(error, Unauthenticated):
-        return PublicError(ErrorCode.UNAUTHENTICATED, str(error))
-    if isinstance(error, Forbidden):
-        return PublicError(ErrorCode.FORBIDDEN, str(error))
-    if isinstance(error, BadInput):
-        return PublicError(ErrorCode.BAD_USER_INPUT, str(error))
-    raise TypeError(f"{type(error).__name__} is not a request-level error") from error

@@ -66,10 +66,15 @@ def session_pk(global_id: str) -> uuid.UUID:
 
 
 def encode_cursor(tag: str, key: Key) -> str:
-    values = [value.isoformat() if isinstance(value, datetime) else value for value in key]
-    return _b64encode(
-        json.dumps([tag, *[str(v) if isinstance(v, uuid.UUID) else v for v in values]])
-    )
+    return _b64encode(json.dumps([tag, *(_encode_value(value) for value in key)]))
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
 
 
 def decode_cursor(cursor: str, tag: str, kinds: tuple[type, ...]) -> Key:

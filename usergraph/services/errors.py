@@ -1,12 +1,12 @@
 """Domain errors raised by the services; the resolvers turn them into GraphQL.
 
     ServiceError
-     ├── Rejected            expected failure of a mutation -> payload.userErrors
-     │                       (one or more Problems, each with a Code and an input field path)
-     ├── Unauthenticated     no valid access token, or its session/user is gone
-     │                       -> GraphQL error UNAUTHENTICATED
-     ├── Forbidden           signed in but not allowed -> GraphQL error FORBIDDEN
-     └── BadInput            a malformed argument (bad global id, page size) -> BAD_USER_INPUT
+     └── Rejected            expected failure of a mutation -> payload.userErrors
+                             (one or more Problems, each with a Code and an input field path)
+
+Request-level failures are not the services' business: sign-in and roles are checked by the
+permissions declared on the schema's fields, and malformed arguments (global ids, cursors, page
+sizes) by schema/relay.py, each raising a GraphQL error with its extensions.code.
 
 Messages never contain secrets, hashes, tokens, or whether an email is registered.
 """
@@ -77,17 +77,3 @@ class Problems:
     def raise_any(self) -> None:
         if self.found:
             raise Rejected(self.found)
-
-
-class Unauthenticated(ServiceError):
-    def __init__(self, message: str = "Sign in to do this.") -> None:
-        super().__init__(message)
-
-
-class Forbidden(ServiceError):
-    def __init__(self, message: str = "You are not allowed to do this.") -> None:
-        super().__init__(message)
-
-
-class BadInput(ServiceError):
-    pass

@@ -18,7 +18,7 @@ from usergraph.auth.tokens import (
 from usergraph.db import sessions as session_queries
 from usergraph.db.engine import Database
 from usergraph.db.models import User, UserSession, utcnow
-from usergraph.services.errors import Code, Forbidden, Rejected
+from usergraph.services.errors import Code, Rejected
 
 MAX_USER_AGENT_LENGTH = 512
 
@@ -172,8 +172,3 @@ async def revoke_session(
             user_session.revoked_at = now
             user_session.revoked_reason = "revoked"
         return user_session
-
-
-def require_owner_or_admin(*, actor_id: int, actor_is_admin: bool, owner_id: int) -> None:
-    if actor_id != owner_id and not actor_is_admin:
-        raise Forbidden()
