@@ -22,9 +22,10 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
-from usergraph.app import Runtime, build_runtime, create_app
+from usergraph.app import create_app
 from usergraph.db.engine import Database
 from usergraph.db.migrate import upgrade_to_head
+from usergraph.runtime import Runtime, build_runtime
 from usergraph.settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -114,6 +115,16 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "argon2_memory_cost_kib": 1024,
         "argon2_parallelism": 1,
         "password_hash_concurrency": 2,
+        "password_hash_queue": 1000,
+        # Masking is what clients see in production; tests of development's unmasked messages
+        # ask for it.
+        "expose_internal_errors": False,
+        # The suite signs in hundreds of times from one address; the throttling tests set
+        # their own limits.
+        "login_account_limit": "1000/minute",
+        "login_ip_limit": "100000/minute",
+        "register_ip_limit": "100000/minute",
+        "refresh_ip_limit": "100000/minute",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

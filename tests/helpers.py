@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import DEFAULT_PASSWORD, GraphQL
-from usergraph.app import Runtime
+from usergraph.runtime import Runtime
 from usergraph.services import auth
 from usergraph.services.errors import Code, Rejected
 from usergraph.services.sessions import ClientInfo, SignedIn

@@ -60,7 +60,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def _create_user(args: argparse.Namespace, settings: Settings, password: str) -> int:
-    from usergraph.app import build_runtime
+    from usergraph.runtime import build_runtime
     from usergraph.services.errors import Rejected
     from usergraph.services.users import create_user
 

@@ -6,11 +6,13 @@ The README's configuration table lists the same settings and defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+import limits
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SIGNING_KEY_BYTES = 32
@@ -41,7 +43,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "USERGRAPH_REDIS_URL"),
-        description="Optional; shared state for several workers (used by later features).",
+        description="Optional; rate-limit counters shared by every worker and host. "
+        "Without it each process counts on its own, in memory.",
     )
     database_pool_size: int = Field(default=10, ge=1)
 
@@ -70,21 +73,90 @@ class Settings(BaseSettings):
     argon2_memory_cost_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
     password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    password_hash_queue: int = Field(
+        default=32,
+        ge=0,
+        description="Hashes that may wait for a free slot; beyond it a login or registration "
+        "answers RATE_LIMITED at once instead of queueing without bound.",
+    )
+
+    # Throttling (the `limits` library's notation: "5/15 minutes", "20/minute").
+    login_account_limit: str = Field(
+        default="5/15 minutes",
+        description="Failed logins per account; then ACCOUNT_LOCKED until the window passes.",
+    )
+    login_ip_limit: str = Field(default="20/minute", description="Failed logins per client ip.")
+    register_ip_limit: str = Field(default="10/hour", description="Registrations per client ip.")
+    refresh_ip_limit: str = Field(default="60/minute", description="Refreshes per client ip.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated ips or networks of reverse proxies whose X-Forwarded-For "
+        "is believed; the client is the right-most hop not in this list.",
+    )
+
+    # Query limits: a document over any of them is refused before it runs.
+    max_query_depth: int = Field(default=10, ge=1)
+    max_query_aliases: int = Field(default=15, ge=0)
+    max_query_tokens: int = Field(default=2000, ge=1)
+    max_query_directives: int = Field(default=50, ge=0)
+    max_query_cost: int = Field(
+        default=10_000, ge=1, description="Nodes a query may ask for: first/last multiply."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # HTTP.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = Field(default=None, description="Default: on in development only.")
     introspection: bool | None = Field(default=None, description="Default: on in development only.")
+    field_suggestions: bool | None = Field(
+        default=None, description='"Did you mean ...?" in errors. Default: development only.'
+    )
+    expose_internal_errors: bool | None = Field(
+        default=None,
+        description="Show an internal error's message instead of masking it. "
+        "Default: development only.",
+    )
+    secure_cookies: bool | None = Field(
+        default=None, description="Secure flag on cookies, HSTS header. Default: production only."
+    )
+    refresh_cookie: bool = Field(
+        default=False,
+        description="Also hand the refresh token over as an HttpOnly cookie on the GraphQL path.",
+    )
+    refresh_cookie_name: str = Field(default="usergraph_refresh", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = "INFO"
 
     @model_validator(mode="before")
     @classmethod
     def _parse_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("cors_origins", "previous_signing_keys"):
+            for key in ("cors_origins", "previous_signing_keys", "trusted_proxies"):
                 if key in data:
                     data[key] = _split_csv(data[key])
         return data
+
+    @field_validator(
+        "login_account_limit", "login_ip_limit", "register_ip_limit", "refresh_ip_limit"
+    )
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate; write it like '5/15 minutes' or '20/minute'"
+            ) from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an ip address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_weak_production_keys(self) -> Settings:
@@ -104,8 +176,25 @@ class Settings(BaseSettings):
 
     @property
     def graphiql_enabled(self) -> bool:
-        return not self.is_production if self.graphiql is None else self.graphiql
+        return _unless_production(self, self.graphiql)
 
     @property
     def introspection_enabled(self) -> bool:
-        return not self.is_production if self.introspection is None else self.introspection
+        return _unless_production(self, self.introspection)
+
+    @property
+    def field_suggestions_enabled(self) -> bool:
+        return _unless_production(self, self.field_suggestions)
+
+    @property
+    def internal_errors_exposed(self) -> bool:
+        return _unless_production(self, self.expose_internal_errors)
+
+    @property
+    def cookies_secure(self) -> bool:
+        return self.is_production if self.secure_cookies is None else self.secure_cookies
+
+
+def _unless_production(settings: Settings, value: bool | None) -> bool:
+    """An explicit setting, else on in development and off in production."""
+    return not settings.is_production if value is None else value

@@ -14,10 +14,10 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
-from usergraph.app import Runtime
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db.models import RefreshToken, User, UserSession
+from usergraph.runtime import Runtime
 from usergraph.services import auth
 from usergraph.services.errors import Code, Rejected
 from usergraph.services.sessions import SignedIn

@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
-from usergraph.app import Runtime
 from usergraph.db.models import UserSession, utcnow
+from usergraph.runtime import Runtime
 from usergraph.services import auth, sessions
 from usergraph.services.errors import Code, Rejected
 from usergraph.services.sessions import SignedIn

@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, sign_up
-from usergraph.app import Runtime
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.keyset import Page, PageRequest
 from usergraph.db.models import User, utcnow
 from usergraph.db.users import UserFilter, UserOrderField, user_sort_key
+from usergraph.runtime import Runtime
 from usergraph.services import auth, users
 from usergraph.services.errors import Code, Rejected
 from usergraph.services.users import KEEP

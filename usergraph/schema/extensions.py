@@ -37,15 +37,18 @@ def is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-def with_code(error: GraphQLError, request_id: str | None) -> GraphQLError:
+def with_code(
+    error: GraphQLError, request_id: str | None, *, expose_internal: bool = False
+) -> GraphQLError:
     """Return error with extensions.code; internal faults become a masked error.
 
     Parse, validation and variable errors are the client's to fix and keep their message.
-    The full trace of an internal fault is logged by the schema under the same request id.
+    The full trace of an internal fault is logged by the schema under the same request id;
+    expose_internal (development) shows the exception's own message instead of the mask.
     """
     if is_internal(error):
         return GraphQLError(
-            INTERNAL_MESSAGE,
+            f"{INTERNAL_MESSAGE}: {error.message}" if expose_internal else INTERNAL_MESSAGE,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
