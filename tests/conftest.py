@@ -149,7 +149,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         yield runtime
     finally:
-        await runtime.db.dispose()
+        await runtime.close()
 
 
 @pytest.fixture

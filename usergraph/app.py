@@ -12,10 +12,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from usergraph.db.migrate import current_revision, head_revision
 from usergraph.http import GraphQLApp
-from usergraph.middleware import REQUEST_ID_HEADER, RequestIdMiddleware
+from usergraph.middleware import (
+    REQUEST_ID_HEADER,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from usergraph.runtime import Runtime, build_runtime
 from usergraph.schema import build_schema
 from usergraph.settings import Settings
@@ -58,28 +63,39 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
-            await runtime.db.dispose()
+            await runtime.close()
 
     graphql = GraphQLApp(
         build_schema(settings),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
     )
+    middleware = [
+        Middleware(SecurityHeadersMiddleware, hsts=settings.cookies_secure),
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
+            allow_credentials=settings.refresh_cookie,
+            expose_headers=[REQUEST_ID_HEADER],
+            max_age=600,
+        ),
+    ]
+    if settings.trusted_proxies:
+        # Outermost: everything after it, logs and limits included, sees the real client.
+        middleware.insert(
+            0, Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        )
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Bodies over the limit are refused with 413 while they stream in, before parsing.
+            Route(
+                "/graphql", graphql, methods=["GET", "POST"], max_body_size=settings.max_body_bytes
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
-                expose_headers=[REQUEST_ID_HEADER],
-                max_age=600,
-            ),
-        ],
+        middleware=middleware,
         lifespan=lifespan,
     )

@@ -80,7 +80,7 @@ async def _create_user(args: argparse.Namespace, settings: Settings, password: s
             print(f"error: {field}: {problem.message} ({problem.code.value})", file=sys.stderr)
         return 1
     finally:
-        await runtime.db.dispose()
+        await runtime.close()
     roles = "admin, user" if args.admin else "user"
     print(f"created user {user.username} (id {user.id}, roles: {roles})")
     return 0

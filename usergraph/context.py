@@ -11,11 +11,14 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.throttle import Throttle
 from usergraph.auth.tokens import AccessClaims, InvalidAccessToken
 from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders
@@ -46,6 +49,7 @@ class Context:
     db: Database
     passwords: PasswordHasher
     policy: SessionPolicy
+    throttle: Throttle
     loaders: Loaders
     request_id: str
     client: ClientInfo
@@ -107,6 +111,34 @@ class Context:
 
     def forget_viewer(self) -> None:
         self._viewer = None
+
+    # Cookie mode (USERGRAPH_REFRESH_COOKIE): the refresh token also travels as an HttpOnly
+    # cookie that only the GraphQL path receives, so browser code never has to hold it.
+
+    def refresh_token_cookie(self) -> str | None:
+        """The refresh token from the cookie, in cookie mode; else None."""
+        if not self.settings.refresh_cookie:
+            return None
+        return self.request.cookies.get(self.settings.refresh_cookie_name) or None
+
+    def set_refresh_token_cookie(self, token: str, expires_at: datetime) -> None:
+        if self.settings.refresh_cookie:
+            max_age = max(0, int((expires_at - utcnow()).total_seconds()))
+            self.response.set_cookie(value=token, max_age=max_age, **self._cookie_attributes())
+
+    def clear_refresh_token_cookie(self) -> None:
+        # Same name, path and flags as when it was set, or browsers keep the old one.
+        if self.settings.refresh_cookie:
+            self.response.delete_cookie(**self._cookie_attributes())
+
+    def _cookie_attributes(self) -> dict[str, Any]:
+        return {
+            "key": self.settings.refresh_cookie_name,
+            "path": self.request.url.path,
+            "secure": self.settings.cookies_secure,
+            "httponly": True,
+            "samesite": "strict",
+        }
 
 
 def _is_live(user: User | None, user_session: UserSession | None) -> bool:

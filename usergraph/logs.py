@@ -1,4 +1,4 @@
-"""Log setup: every line carries the request id of the request that wrote it."""
+"""Log setup: every line carries the request id and client ip of the request that wrote it."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import logging.config
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+client_ip_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip", default="-")
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s client_ip=%(client_ip)s "
+    "%(message)s"
+)
 
 
 class RequestIdFilter(logging.Filter):
+    """Adds the current request's id and client ip to every record."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.client_ip = client_ip_var.get()
         return True
 
 

@@ -1,14 +1,16 @@
-"""ASGI middleware: a request id for every request."""
+"""ASGI middleware: a request id for every request, security headers on every response."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from usergraph.logs import request_id_var
+from usergraph.logs import client_ip_var, request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client-chosen id is kept only if it is short and plain, so it cannot forge log lines.
@@ -32,6 +34,10 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
+        # The socket's peer, or the forwarded client when a trusted proxy sent the request
+        # (uvicorn's ProxyHeadersMiddleware runs before this one).
+        client = scope.get("client")
+        ip_token = client_ip_var.set(client[0] if client else "-")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -41,4 +47,75 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            client_ip_var.reset(ip_token)
             request_id_var.reset(token)
+
+
+# JSON answers need nothing from a browser: no scripts, no framing, no referrer.
+API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# The GraphiQL page loads React and GraphiQL from unpkg.com (pinned versions with integrity
+# hashes) and runs one inline script, allowed by its hash, never by 'unsafe-inline'. GraphiQL
+# sets style attributes at run time, so styles need 'unsafe-inline'.
+IDE_POLICY = (
+    "default-src 'none'; script-src https://unpkg.com {script_hashes}; "
+    "style-src https://unpkg.com 'unsafe-inline'; img-src 'self' data:; "
+    "font-src https://unpkg.com data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+HSTS = "max-age=63072000; includeSubDomains"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def inline_script_hashes(html: bytes) -> list[str]:
+    """CSP source expressions for each inline <script> of html."""
+    return [
+        "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+        for body in _INLINE_SCRIPT.findall(html)
+    ]
+
+
+class SecurityHeadersMiddleware:
+    """nosniff, no framing, no referrer and a content security policy on every response;
+    HSTS when served over HTTPS (hsts=True). An HTML page (GraphiQL) gets a policy that allows
+    exactly its own inline scripts, by hash."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        html: list[bytes] = []
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("x-content-type-options", "nosniff")
+                headers.setdefault("x-frame-options", "DENY")
+                headers.setdefault("referrer-policy", "no-referrer")
+                headers.setdefault("cache-control", "no-store")
+                if self.hsts:
+                    headers.setdefault("strict-transport-security", HSTS)
+                if headers.get("content-type", "").startswith("text/html"):
+                    start = message  # the policy needs the page: hold the start until the end
+                    return
+                headers.setdefault("content-security-policy", API_POLICY)
+                await send(message)
+            elif start is not None and message["type"] == "http.response.body":
+                html.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                page = b"".join(html)
+                headers = MutableHeaders(scope=start)
+                headers["content-security-policy"] = IDE_POLICY.format(
+                    script_hashes=" ".join(inline_script_hashes(page))
+                )
+                await send(start)
+                await send({"type": "http.response.body", "body": page})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_with_headers)

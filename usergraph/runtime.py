@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
 from usergraph.db.engine import Database
 from usergraph.services.sessions import SessionPolicy
@@ -14,12 +15,17 @@ from usergraph.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """What lives as long as the process: settings, database, hasher, token policy."""
+    """What lives as long as the process: settings, database, hasher, token policy, throttle."""
 
     settings: Settings
     db: Database
     passwords: PasswordHasher
     policy: SessionPolicy
+    throttle: Throttle
+
+    async def close(self) -> None:
+        await self.throttle.close()
+        await self.db.dispose()
 
 
 def token_codec(settings: Settings) -> TokenCodec:
@@ -48,10 +54,21 @@ def build_runtime(settings: Settings) -> Runtime:
             memory_cost_kib=settings.argon2_memory_cost_kib,
             parallelism=settings.argon2_parallelism,
             concurrency=settings.password_hash_concurrency,
+            queue=settings.password_hash_queue,
         ),
         policy=SessionPolicy(
             tokens=token_codec(settings),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
             reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
+        ),
+        throttle=Throttle(
+            {
+                Rule.LOGIN_ACCOUNT: settings.login_account_limit,
+                Rule.LOGIN_IP: settings.login_ip_limit,
+                Rule.REGISTER_IP: settings.register_ip_limit,
+                Rule.REFRESH_IP: settings.refresh_ip_limit,
+            },
+            redis_url=settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
         ),
     )

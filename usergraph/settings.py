@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         description="Optional; rate-limit counters shared by every worker and host. "
         "Without it each process counts on its own, in memory.",
     )
+    redis_key_prefix: str = Field(
+        default="usergraph", description="Prefix of every Redis key, to share one database."
+    )
     database_pool_size: int = Field(default=10, ge=1)
 
     # Access tokens (JWT, HS256) and their keys.

@@ -30,7 +30,9 @@ async def refresh(runtime: Runtime, token: str, *, grace: timedelta | None = Non
     policy = runtime.policy
     if grace is not None:
         policy = dataclasses.replace(policy, reuse_grace=grace)
-    return await auth.refresh(db=runtime.db, policy=policy, refresh_token=token, client=CLIENT)
+    return await auth.refresh(
+        db=runtime.db, policy=policy, throttle=runtime.throttle, refresh_token=token, client=CLIENT
+    )
 
 
 async def stored_user(runtime: Runtime, user_id: int) -> User:

@@ -26,6 +26,7 @@ async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
         await auth.refresh(
             db=runtime.db,
             policy=runtime.policy,
+            throttle=runtime.throttle,
             refresh_token=signed_in.refresh_token,
             client=CLIENT,
         )
@@ -57,7 +58,11 @@ async def test_logout_by_refresh_token_ends_that_session(runtime: Runtime) -> No
 async def test_logout_by_an_already_rotated_refresh_token(runtime: Runtime) -> None:
     phone = await sign_up(runtime, "ann")
     rotated = await auth.refresh(
-        db=runtime.db, policy=runtime.policy, refresh_token=phone.refresh_token, client=CLIENT
+        db=runtime.db,
+        policy=runtime.policy,
+        throttle=runtime.throttle,
+        refresh_token=phone.refresh_token,
+        client=CLIENT,
     )
     # The old token still names its session, so logging out with it ends the session.
     ended = await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=phone.refresh_token)

@@ -289,6 +289,7 @@ async def test_disabling_an_account_ends_its_sessions(runtime: Runtime) -> None:
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
+        throttle=runtime.throttle,
         login="bob",
         password=DEFAULT_PASSWORD,
         client=CLIENT,
@@ -305,7 +306,11 @@ async def test_disabling_an_account_ends_its_sessions(runtime: Runtime) -> None:
     assert await open_session_count(runtime, carol.user.id) == 1
     with pytest.raises(Rejected) as caught:
         await auth.refresh(
-            db=runtime.db, policy=runtime.policy, refresh_token=bob.refresh_token, client=CLIENT
+            db=runtime.db,
+            policy=runtime.policy,
+            throttle=runtime.throttle,
+            refresh_token=bob.refresh_token,
+            client=CLIENT,
         )
     assert [problem.code for problem in caught.value.problems] == [Code.INVALID_REFRESH_TOKEN]
 

@@ -2,16 +2,21 @@
 
 argon2 takes tens of milliseconds and tens of MiB per hash, so every hash and verify runs in a
 worker thread behind a capacity limiter of about one per core: the event loop never blocks and
-a login storm cannot use unbounded memory.
+a login storm cannot use unbounded memory. At most `queue` more calls wait for a slot; beyond
+that a call fails at once with HasherBusy instead of queueing without bound.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 from passlib.context import CryptContext
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,10 @@ class Verification:
     ok: bool
     # A fresh hash when the stored one uses an old scheme or old costs; store it.
     new_hash: str | None = None
+
+
+class HasherBusy(Exception):
+    """Every hashing slot is taken and the waiting queue is full."""
 
 
 class PasswordHasher:
@@ -29,6 +38,7 @@ class PasswordHasher:
         memory_cost_kib: int = 65536,
         parallelism: int = 4,
         concurrency: int = 1,
+        queue: int = 32,
     ) -> None:
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
@@ -39,17 +49,26 @@ class PasswordHasher:
             argon2__parallelism=parallelism,
         )
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self._max_in_flight = concurrency + queue
+        self._in_flight = 0  # running or waiting; only touched on the event loop
         self._dummy_hash: str | None = None
 
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        if self._in_flight >= self._max_in_flight:
+            raise HasherBusy
+        self._in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+        finally:
+            self._in_flight -= 1
+
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._context.hash, password, limiter=self._limiter)
+        return await self._run(self._context.hash, password)
 
     async def verify(self, password: str, stored_hash: str) -> Verification:
         """Check password against stored_hash; return whether it matches and any upgraded hash."""
         try:
-            ok, new_hash = await anyio.to_thread.run_sync(
-                self._context.verify_and_update, password, stored_hash, limiter=self._limiter
-            )
+            ok, new_hash = await self._run(self._context.verify_and_update, password, stored_hash)
         except ValueError:
             # A hash this password cannot be checked against (bcrypt refuses passwords over 72
             # bytes, or the stored hash is malformed): a plain mismatch, after as much work as a

@@ -15,10 +15,12 @@ from usergraph.services.errors import Rejected
 
 async def logout(info: Info[Context, None], input: LogoutInput | None = UNSET) -> LogoutPayload:
     ctx = info.context
+    refresh_token = (input.refresh_token if input else None) or ctx.refresh_token_cookie()
+    ctx.clear_refresh_token_cookie()
     try:
-        if input and input.refresh_token:
+        if refresh_token:
             revoked = await session_service.logout_by_refresh_token(
-                db=ctx.db, refresh_token=input.refresh_token
+                db=ctx.db, refresh_token=refresh_token
             )
         elif ctx.claims is not None:
             # A signed token is enough to end its own session, even if the session is gone.
@@ -41,6 +43,7 @@ async def logout_all(info: Info[Context, None]) -> LogoutPayload:
     viewer = await ctx.viewer()
     assert viewer is not None  # the field requires sign-in
     revoked = await session_service.logout_all(db=ctx.db, user_id=viewer.user.id)
+    ctx.clear_refresh_token_cookie()
     ctx.loaders.forget_sessions()
     ctx.forget_viewer()
     return LogoutPayload(revoked_sessions=revoked)

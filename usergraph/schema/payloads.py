@@ -22,10 +22,19 @@ class UserError:
     )
     message: str
     code: UserErrorCode  # type: ignore[valid-type]
+    retry_after: int | None = strawberry.field(
+        default=None,
+        description="Seconds until trying again can succeed (ACCOUNT_LOCKED); else null.",
+    )
 
     @classmethod
     def from_problem(cls, problem: Problem) -> UserError:
-        return cls(field=list(problem.field), message=problem.message, code=problem.code)
+        return cls(
+            field=list(problem.field),
+            message=problem.message,
+            code=problem.code,
+            retry_after=problem.retry_after,
+        )
 
 
 def user_errors(rejected: Rejected) -> list[UserError]:

@@ -1,8 +1,10 @@
 """Domain errors raised by the services; the resolvers turn them into GraphQL.
 
     ServiceError
-     └── Rejected            expected failure of a mutation -> payload.userErrors
-                             (one or more Problems, each with a Code and an input field path)
+     ├── Rejected            expected failure of a mutation -> payload.userErrors
+     │                       (one or more Problems, each with a Code and an input field path)
+     └── Throttled           too many requests from this client, or the password hasher is
+                             saturated -> a RATE_LIMITED GraphQL error with retryAfter
 
 Request-level failures are not the services' business: sign-in and roles are checked by the
 permissions declared on the schema's fields, and malformed arguments (global ids, cursors, page
@@ -44,6 +46,8 @@ class Problem:
     message: str
     # Path to the input field at fault, e.g. ("input", "email"); empty when no one field is.
     field: tuple[str, ...] = field(default_factory=tuple)
+    # Seconds until trying again can succeed (ACCOUNT_LOCKED); None when waiting won't help.
+    retry_after: int | None = None
 
 
 class ServiceError(Exception):
@@ -58,6 +62,15 @@ class Rejected(ServiceError):
     @classmethod
     def one(cls, code: Code, message: str, *field: str) -> Rejected:
         return cls([Problem(code=code, message=message, field=field)])
+
+
+class Throttled(ServiceError):
+    """The request is refused before any work; the client may retry after retry_after seconds."""
+
+    def __init__(self, retry_after: int, reason: str) -> None:
+        super().__init__(f"Too many requests ({reason}); retry after {retry_after} seconds.")
+        self.retry_after = retry_after
+        self.reason = reason
 
 
 class Problems:

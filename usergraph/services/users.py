@@ -17,6 +17,7 @@ from usergraph.db.keyset import Page, PageRequest
 from usergraph.db.models import Role, User, utcnow
 from usergraph.db.users import UserFilter, UserOrderField
 from usergraph.services import validation
+from usergraph.services.audit import record
 from usergraph.services.errors import Code, Problem, Problems, Rejected
 
 ADMIN_ROLE = "admin"
@@ -237,7 +238,8 @@ async def set_user_roles(
             await _keep_an_admin(s, user_id=user.id)
         await user_queries.set_roles(s, user_id=user.id, roles=_in_order(roles, wanted))
         user.updated_at = utcnow()
-        return user
+    record("roles_changed", user_id=user.id, actor_id=actor_id, roles=",".join(wanted) or None)
+    return user
 
 
 def _in_order(roles: Sequence[Role], names: Sequence[str]) -> list[Role]:
@@ -273,7 +275,12 @@ async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: 
             await session_queries.revoke_sessions(
                 s, now=utcnow(), reason="account_disabled", user_id=user.id
             )
-        if user.is_active != active:
+        changed = user.is_active != active
+        if changed:
             user.is_active = active
             user.updated_at = utcnow()
-        return user
+    if changed:
+        record(
+            "account_enabled" if active else "account_disabled", user_id=user.id, actor_id=actor_id
+        )
+    return user

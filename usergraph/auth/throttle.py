@@ -1,0 +1,92 @@
+"""Rate limits for signing in: the only `limits` import.
+
+Counters live in process memory by default, or in Redis when REDIS_URL is set, so every worker
+and host shares them. Moving windows: a hit is counted atomically (a Lua script on Redis), so
+concurrent requests can neither slip past a limit nor lose a count.
+
+Identifiers are hashed before they reach the storage: Redis never holds an email address.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
+
+
+class Rule(enum.Enum):
+    LOGIN_ACCOUNT = "login-account"  # failed logins per account (by login name)
+    LOGIN_IP = "login-ip"  # failed logins per client ip
+    REGISTER_IP = "register-ip"  # registrations per client ip
+    REFRESH_IP = "refresh-ip"  # refreshes per client ip
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    # Seconds until one more attempt would be allowed; 0 when allowed.
+    retry_after: int = 0
+
+
+class Throttle:
+    def __init__(
+        self, rates: dict[Rule, str], *, redis_url: str | None = None, key_prefix: str = "usergraph"
+    ) -> None:
+        self._items = {rule: limits.parse(rate) for rule, rate in rates.items()}
+        self._pool: ConnectionPool | None = None
+        storage: Storage
+        if redis_url:
+            self._pool = ConnectionPool.from_url(redis_url)
+            storage = RedisStorage(
+                "async+" + redis_url,
+                implementation="redispy",
+                key_prefix=key_prefix,
+                connection_pool=self._pool,  # type: ignore[arg-type]
+            )
+        else:
+            storage = MemoryStorage()
+        self._storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the counters are shared with other processes (Redis)."""
+        return self._pool is not None
+
+    async def hit(self, rule: Rule, identifier: str) -> Verdict:
+        """Count one attempt; refuse it, uncounted, when the window is already full."""
+        item, key = self._items[rule], _key(identifier)
+        if await self._limiter.hit(item, rule.value, key):
+            return Verdict(allowed=True)
+        return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
+
+    async def check(self, rule: Rule, identifier: str) -> Verdict:
+        """Whether one more attempt would be allowed, without counting one."""
+        item, key = self._items[rule], _key(identifier)
+        if await self._limiter.test(item, rule.value, key):
+            return Verdict(allowed=True)
+        return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
+
+    async def clear(self, rule: Rule, identifier: str) -> None:
+        await self._limiter.clear(self._items[rule], rule.value, _key(identifier))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
+        else:
+            await self._storage.reset()  # also stops the memory storage's expiry task
+
+    async def _retry_after(self, rule: Rule, key: str) -> int:
+        stats = await self._limiter.get_window_stats(self._items[rule], rule.value, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+def _key(identifier: str) -> str:
+    return hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()[:32]
