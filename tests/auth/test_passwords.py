@@ -10,7 +10,7 @@ import anyio
 import pytest
 from passlib.hash import bcrypt
 
-from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.passwords import HasherBusy, PasswordHasher
 
 PASSWORD = "correct horse battery staple"
 # Cheap costs: these tests check behaviour, not cost.
@@ -191,3 +191,39 @@ async def test_an_uncheckable_hash_is_a_mismatch_not_an_error(
         stored = bcrypt.hash("short password")
     result = await hasher.verify("x" * 80, stored)
     assert result.ok is False and result.new_hash is None
+
+
+class Gate:
+    """Stands in for a hash function: each call blocks its worker thread until opened."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        self.opened = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __call__(self, *_args: Any) -> object:
+        self.entered.release()
+        self.opened.wait(timeout=30)
+        return self.result
+
+
+@pytest.mark.parametrize(("concurrency", "queue"), [(1, 0), (1, 3), (2, 2)])
+async def test_a_full_queue_refuses_at_once_instead_of_waiting(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int, queue: int
+) -> None:
+    hasher = PasswordHasher(**CHEAP, concurrency=concurrency, queue=queue)
+    gate = Gate("$argon2id$fake")
+    monkeypatch.setattr(hasher._context, "hash", gate)
+    async with anyio.create_task_group() as tasks:
+        for _ in range(concurrency + queue):
+            tasks.start_soon(hasher.hash, PASSWORD)
+        for _ in range(concurrency):  # the running ones are inside; the rest are queued
+            await anyio.to_thread.run_sync(gate.entered.acquire)
+        await anyio.sleep(0.05)
+        with pytest.raises(HasherBusy):
+            await hasher.hash(PASSWORD)
+        with pytest.raises(HasherBusy):
+            await hasher.verify(PASSWORD, "$argon2id$fake")
+        gate.opened.set()
+    # Once the storm has passed, hashing works again.
+    assert await hasher.hash(PASSWORD) == "$argon2id$fake"
