@@ -8,6 +8,7 @@ The context never holds a database session: sibling fields resolve concurrently.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,14 @@ def bearer_token(request: Request) -> str | None:
 
 def client_info(request: Request) -> ClientInfo:
     return ClientInfo(
-        ip_address=request.client.host if request.client else None,
+        ip_address=_ip_or_none(request.client.host if request.client else None),
         user_agent=request.headers.get("user-agent"),
     )
+
+
+def _ip_or_none(host: str | None) -> str | None:
+    """host if it is an ip address. A forwarded hop a proxy passed on may be any text."""
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None

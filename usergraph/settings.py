@@ -154,12 +154,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an ip address or network") from None
-        return value
+        return [_ip_or_network(item) for item in value]
 
     @model_validator(mode="after")
     def _refuse_weak_production_keys(self) -> Settings:
@@ -196,6 +191,16 @@ class Settings(BaseSettings):
     @property
     def cookies_secure(self) -> bool:
         return self.is_production if self.secure_cookies is None else self.secure_cookies
+
+
+def _ip_or_network(item: str) -> str:
+    """item normalized: "10.0.0.1/8" becomes "10.0.0.0/8", as uvicorn reads networks strictly."""
+    try:
+        if "/" in item:
+            return str(ipaddress.ip_network(item, strict=False))
+        return str(ipaddress.ip_address(item))
+    except ValueError:
+        raise ValueError(f"{item!r} is not an ip address or network") from None
 
 
 def _unless_production(settings: Settings, value: bool | None) -> bool:

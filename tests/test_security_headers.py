@@ -1,0 +1,367 @@
+"""Security headers on every response, the GraphiQL page's content security policy, and the
+request body limit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD, GraphQL, make_settings
+from usergraph.app import create_app
+from usergraph.settings import Settings
+
+BASE_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+ONE_YEAR = 365 * 24 * 3600
+REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
+  user { username } userErrors { code field }
+} }"""
+
+
+@asynccontextmanager
+async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[GraphQL]:
+    """A client of an app built with other settings."""
+    app = create_app(make_settings(database_url, tmp_path, **overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield GraphQL(client=client, app=app)
+
+
+def policy(response: httpx.Response) -> dict[str, list[str]]:
+    """The response's Content-Security-Policy: directive -> its sources."""
+    header = response.headers.get("content-security-policy")
+    assert header, dict(response.headers)
+    directives: dict[str, list[str]] = {}
+    for part in filter(str.strip, header.split(";")):
+        name, *sources = part.split()
+        assert name not in directives, f"{name} twice in {header}"
+        directives[name.lower()] = sources
+    return directives
+
+
+def sources_for(csp: dict[str, list[str]], directive: str) -> list[str]:
+    """The sources that govern directive (falling back to default-src, as browsers do)."""
+    return csp.get(directive, csp.get("default-src", []))
+
+
+def allows(sources: list[str], url: str, page: str = "http://testserver/graphql") -> bool:
+    """Whether a CSP source list allows loading url from page (the subset of CSP 3 used here:
+    'self', schemes, and host sources with an optional * subdomain and path prefix)."""
+    target, origin = urlsplit(url), urlsplit(page)
+    if not target.scheme:  # relative: same origin
+        target = urlsplit(page)._replace(path=target.path)
+    if "'none'" in sources:
+        return False
+    for source in sources:
+        if source == "'self'" and (target.scheme, target.netloc) == (origin.scheme, origin.netloc):
+            return True
+        if source.endswith(":") and "/" not in source and target.scheme == source[:-1]:
+            return True
+        if source.startswith("'"):
+            continue
+        expected = urlsplit(source if "://" in source else f"{target.scheme}://{source}")
+        host = expected.hostname or ""
+        host_ok = target.hostname == host or (
+            host.startswith("*.") and (target.hostname or "").endswith(host[1:])
+        )
+        if (
+            expected.scheme == target.scheme
+            and host_ok
+            and target.path.startswith(expected.path or "/")
+        ):
+            return True
+    return False
+
+
+def sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+class PageResources(HTMLParser):
+    """What an HTML page loads or runs: external scripts, inline scripts, stylesheets,
+    inline styles, other links (icons)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.scripts: list[dict[str, str | None]] = []
+        self.inline_scripts: list[str] = []
+        self.stylesheets: list[dict[str, str | None]] = []
+        self.inline_styles: list[str] = []
+        self.other_links: list[dict[str, str | None]] = []
+        self._open: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "script" and attributes.get("src"):
+            self.scripts.append(attributes)
+        elif tag in ("script", "style"):
+            self._open, self._text = tag, []
+        elif tag == "link":
+            rel = (attributes.get("rel") or "").lower().split()
+            (self.stylesheets if "stylesheet" in rel else self.other_links).append(attributes)
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            body = "".join(self._text)
+            (self.inline_scripts if tag == "script" else self.inline_styles).append(body)
+            self._open = None
+
+
+# --- headers on every response ------------------------------------------------------------
+
+
+async def responses(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
+    return {
+        "graphql-post": await client.post("/graphql", json={"query": "{ me { id } }"}),
+        "graphql-error": await client.post("/graphql", json={"query": "{ nope }"}),
+        "graphql-415": await client.post("/graphql", content=b"{}"),
+        "healthz": await client.get("/healthz"),
+        "readyz": await client.get("/readyz"),
+        "not-found": await client.get("/no-such-page"),
+        "method-not-allowed": await client.put("/graphql"),
+    }
+
+
+def assert_security_headers(name: str, response: httpx.Response) -> None:
+    for header, value in BASE_HEADERS.items():
+        assert response.headers.get_list(header) == [value], (name, header, response.headers)
+    csp = policy(response)
+    # JSON and error answers need nothing from a browser.
+    assert csp["default-src"] == ["'none'"], (name, csp)
+    assert csp["frame-ancestors"] == ["'none'"], (name, csp)
+
+
+async def test_every_response_has_the_security_headers(client: httpx.AsyncClient) -> None:
+    answers = await responses(client)
+    assert answers["graphql-post"].status_code == 200
+    assert answers["not-found"].status_code == 404
+    assert answers["method-not-allowed"].status_code == 405
+    for name, response in answers.items():
+        assert_security_headers(name, response)
+        # Plain HTTP in development: HSTS would lock developers out of http://localhost.
+        assert "strict-transport-security" not in response.headers, name
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"env": "production"}, {"secure_cookies": True}],
+    ids=["production", "secure-cookies"],
+)
+async def test_hsts_when_served_over_https(
+    database_url: str, tmp_path: Path, overrides: dict[str, Any]
+) -> None:
+    async with serving(database_url, tmp_path, **overrides) as gql:
+        answers = await responses(gql.client)
+    for name, response in answers.items():
+        assert_security_headers(name, response)
+        [hsts] = response.headers.get_list("strict-transport-security")
+        max_age = re.fullmatch(r"max-age=(\d+)(; ?includeSubDomains)?(; ?preload)?", hsts)
+        assert max_age and int(max_age.group(1)) >= ONE_YEAR, (name, hsts)
+
+
+async def test_no_hsts_in_production_when_secure_cookies_are_off(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with serving(database_url, tmp_path, env="production", secure_cookies=False) as gql:
+        response = await gql.client.get("/healthz")
+    assert_security_headers("healthz", response)
+    assert "strict-transport-security" not in response.headers
+
+
+# --- the GraphiQL page ------------------------------------------------------------------------
+
+
+async def graphiql(client: httpx.AsyncClient) -> tuple[httpx.Response, PageResources]:
+    response = await client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "graphiql" in response.text.lower()
+    page = PageResources()
+    page.feed(response.text)
+    page.close()
+    return response, page
+
+
+async def test_graphiql_page_has_the_security_headers(client: httpx.AsyncClient) -> None:
+    response, _ = await graphiql(client)
+    for header, value in BASE_HEADERS.items():
+        assert response.headers.get_list(header) == [value], header
+    [_] = response.headers.get_list("content-security-policy")
+    csp = policy(response)
+    assert csp["default-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    # The page and its headers agree on the length: the policy was added without breaking it.
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+async def test_graphiql_inline_scripts_are_allowed_by_hash(client: httpx.AsyncClient) -> None:
+    response, page = await graphiql(client)
+    script_src = sources_for(policy(response), "script-src")
+    assert page.inline_scripts, "the page runs an inline script"
+    for body in page.inline_scripts:
+        assert sha256_source(body) in script_src, body[:80]
+    # Scripts run by hash, never by a blanket allowance.
+    assert "'unsafe-inline'" not in script_src
+    assert "'unsafe-eval'" not in script_src
+    assert "*" not in script_src
+    assert not {"https:", "http:", "data:"} & set(script_src)
+
+
+async def test_graphiql_external_resources_are_allowed_and_pinned(
+    client: httpx.AsyncClient,
+) -> None:
+    response, page = await graphiql(client)
+    csp = policy(response)
+    assert page.scripts and page.stylesheets
+    for script in page.scripts:
+        src = script["src"] or ""
+        assert allows(sources_for(csp, "script-src"), src), src
+        # Allowing a whole CDN host is safe only while each file is pinned by its hash.
+        assert (script.get("integrity") or "").startswith(("sha256-", "sha384-", "sha512-")), src
+        assert "crossorigin" in script, src
+    for link in page.stylesheets:
+        href = link["href"] or ""
+        assert allows(sources_for(csp, "style-src"), href), href
+        assert (link.get("integrity") or "").startswith(("sha256-", "sha384-", "sha512-")), href
+    for style in page.inline_styles:
+        style_src = sources_for(csp, "style-src")
+        assert "'unsafe-inline'" in style_src or sha256_source(style) in style_src
+    for link in page.other_links:  # the favicon (a data: URL)
+        href = link["href"] or ""
+        assert allows(sources_for(csp, "img-src"), href.strip()), href[:40]
+
+
+async def test_graphiql_may_post_to_its_own_origin(client: httpx.AsyncClient) -> None:
+    response, page = await graphiql(client)
+    connect_src = sources_for(policy(response), "connect-src")
+    # The page posts its queries to its own URL (window.location.href).
+    assert "'self'" in connect_src
+    assert allows(connect_src, "http://testserver/graphql")
+    assert not allows(connect_src, "https://evil.example/graphql")
+    assert any("window.location.href" in body for body in page.inline_scripts)
+
+
+def test_allows_is_strict_enough() -> None:
+    """The test's own CSP matcher refuses what a browser refuses."""
+    unpkg = ["https://unpkg.com", "'sha256-x'"]
+    assert allows(unpkg, "https://unpkg.com/react@18/react.js")
+    assert not allows(unpkg, "http://unpkg.com/react.js")
+    assert not allows(unpkg, "https://unpkg.com.evil.example/react.js")
+    assert not allows(unpkg, "https://cdn.example/react.js")
+    assert not allows(unpkg, "/graphql")
+    assert allows(["'self'"], "/graphql")
+    assert allows(["data:"], "data:image/svg+xml,<svg/>")
+    assert not allows(["'self'"], "data:image/svg+xml,<svg/>")
+    assert allows(["https://*.example.com/js/"], "https://cdn.example.com/js/a.js")
+    assert not allows(["https://*.example.com/js/"], "https://cdn.example.com/css/a.css")
+
+
+# --- the body limit ---------------------------------------------------------------------------
+
+
+def body_of_size(size: int, query: str, variables: dict[str, Any] | None = None) -> bytes:
+    """A JSON request of exactly size bytes (padded with trailing whitespace, valid JSON)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def register_body(size: int, username: str) -> bytes:
+    variables = {
+        "input": {
+            "email": f"{username}@example.com",
+            "username": username,
+            "password": DEFAULT_PASSWORD,
+        }
+    }
+    return body_of_size(size, REGISTER, variables)
+
+
+async def post_body(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
+    return await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+
+
+async def assert_no_account(gql: GraphQL, username: str) -> None:
+    """Nothing was registered under username: registering it now succeeds."""
+    data = await gql.ok(
+        REGISTER,
+        {
+            "input": {
+                "email": f"{username}@example.com",
+                "username": username,
+                "password": DEFAULT_PASSWORD,
+            }
+        },
+    )
+    assert data["register"] == {"user": {"username": username}, "userErrors": []}
+
+
+async def test_a_body_over_the_limit_is_refused_unread(gql: GraphQL, settings: Settings) -> None:
+    limit = settings.max_body_bytes
+    assert limit == 1024 * 1024
+
+    response = await post_body(gql.client, register_body(limit + 1, "huge"))
+
+    assert response.status_code == 413
+    for header, value in BASE_HEADERS.items():
+        assert response.headers.get(header) == value, header
+    assert "huge" not in response.text
+    await assert_no_account(gql, "huge")
+
+
+async def test_a_body_at_the_limit_is_processed(gql: GraphQL, settings: Settings) -> None:
+    response = await post_body(gql.client, register_body(settings.max_body_bytes, "atlimit"))
+    assert response.status_code == 200, response.text[:200]
+    assert response.json()["data"]["register"] == {
+        "user": {"username": "atlimit"},
+        "userErrors": [],
+    }
+
+
+async def test_a_streamed_body_over_the_limit_is_refused(gql: GraphQL, settings: Settings) -> None:
+    """Without a Content-Length (chunked), the limit applies while the body streams in."""
+    body = register_body(settings.max_body_bytes + 1, "streamed")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = await gql.client.post(
+        "/graphql", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    await assert_no_account(gql, "streamed")
+
+
+async def test_the_body_limit_is_configurable(database_url: str, tmp_path: Path) -> None:
+    async with serving(database_url, tmp_path, max_body_bytes=2048) as gql:
+        at_limit = await post_body(gql.client, body_of_size(2048, "{ me { id } }"))
+        over = await post_body(gql.client, body_of_size(2049, "{ me { id } }"))
+        default_sized = await post_body(gql.client, body_of_size(4096, "{ me { id } }"))
+    assert at_limit.status_code == 200
+    assert at_limit.json() == {"data": {"me": None}}
+    assert over.status_code == 413
+    assert default_sized.status_code == 413
