@@ -1,21 +1,193 @@
-"""GraphQL over HTTP: the Strawberry view, its context and how results become responses."""
+"""GraphQL over HTTP: the Strawberry view, its context and how results become responses.
+
+The view follows the GraphQL-over-HTTP spec (graphql.github.io/graphql-over-http):
+- The response is application/graphql-response+json or application/json, chosen by the
+  Accept header (no header or */* gets application/json); 406 when neither is acceptable.
+- A request that fails before execution (a document that does not parse or validate,
+  variables that do not coerce) has no `data` entry; with application/graphql-response+json
+  it is a 400, with application/json a 200, as older clients expect.
+- POST bodies are application/json only, anything else is a 415: an HTML form on another site
+  can send text/plain, urlencoded or multipart bodies with the user's cookies but not JSON.
+  Mutations are refused over GET with a 405 (Allow: POST). So no cross-site page can mutate.
+- Request errors (malformed body or parameters, wrong method or media type) are GraphQL JSON
+  with extensions.code BAD_REQUEST, never plain text.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
+from cross_web import AsyncHTTPRequestAdapter, HTTPException, parse_content_type
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from usergraph.context import Context, bearer_token, client_info
 from usergraph.db.loaders import Loaders
 from usergraph.runtime import Runtime
+from usergraph.schema.errors import ErrorCode
 from usergraph.schema.extensions import with_code
+
+APPLICATION_JSON = "application/json"
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+_QVALUE = re.compile(r"[01](\.\d{0,3})?")
+
+
+def response_media_type(accept: str | None) -> str | None:
+    """The media type to answer in for an Accept header, or None when neither is acceptable.
+
+    The most specific media range decides each type's quality; on a tie application/json wins,
+    as it is what `*/*` and clients older than the spec expect.
+    """
+    if not accept:
+        return APPLICATION_JSON
+    best, chosen = (0.0, 0), None
+    for media_type in (APPLICATION_JSON, GRAPHQL_RESPONSE_JSON):
+        rank = _rank(media_type, accept)
+        if rank[0] > 0 and rank > best:
+            best, chosen = rank, media_type
+    return chosen
+
+
+def _rank(media_type: str, accept: str) -> tuple[float, int]:
+    """(quality, specificity) of the Accept range that matches media_type most specifically."""
+    main_type = media_type.split("/")[0]
+    specific = {"*/*": 1, f"{main_type}/*": 2, media_type: 3}
+    rank = (0.0, 0)
+    for media_range in accept.split(","):
+        name, params = parse_content_type(media_range)
+        specificity = specific.get(name, 0)
+        if specificity > rank[1]:
+            q = params.get("q", "1")
+            rank = (min(float(q), 1.0) if _QVALUE.fullmatch(q) else 0.0, specificity)
+    return rank
+
+
+def _is_utf8_json(content_type: str | None) -> bool:
+    media_type, params = parse_content_type(content_type or "")
+    charset = params.get("charset", "utf-8").lower()
+    return media_type == APPLICATION_JSON and charset in ("utf-8", "utf8")
+
+
+def _parameter(params: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    value = params.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise HTTPException(400, f"The `{name}` parameter must be {what}.")
+    return value
+
+
+# JSON may escape UTF-16 surrogates ("\\ud83d\\ude00"); a pair decodes to one character, but a
+# lone one becomes a Python string that no UTF-8 codec (database, hasher) accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as error:  # Strawberry's default answers these in plain text
+            response = self.request_error_response(request, error)
+        await response(scope, receive, send)
+
+    def request_error_response(self, request: Request, error: HTTPException) -> Response:
+        """A request the view refused, as a GraphQL response with code BAD_REQUEST."""
+        status, message, headers = error.status_code, error.reason, {}
+        if isinstance(error.__cause__, InvalidOperationTypeError):
+            # Only a mutation sent with GET: POST allows every operation type.
+            status, message = 405, "Mutations must be sent with POST."
+            headers["allow"] = "POST"
+        elif status == 405:
+            headers["allow"] = "GET, POST"
+        body = {
+            "errors": [{"message": message, "extensions": {"code": ErrorCode.BAD_REQUEST.value}}]
+        }
+        return Response(
+            self.encode_json(body),
+            status_code=status,
+            headers=headers,
+            media_type=response_media_type(request.headers.get("accept")) or APPLICATION_JSON,
+        )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # Without GraphiQL a GET with no query is a request error, not Strawberry's bare 404.
+        return self.graphql_ide is not None and super().should_render_graphql_ide(request)
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
+        if response_media_type(request.headers.get("accept")) is None:
+            raise HTTPException(
+                406, f"The Accept header must allow {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}."
+            )
+        params: Any
+        if request.method == "GET":
+            try:
+                params = self.parse_query_params(request.query_params)
+            except HTTPException as error:
+                raise HTTPException(
+                    400, "The `variables` and `extensions` parameters must be JSON."
+                ) from error
+        else:
+            if not _is_utf8_json(request.content_type):
+                sent = repr(request.content_type[:100]) if request.content_type else "none"
+                raise HTTPException(
+                    415,
+                    f"The request body must be {APPLICATION_JSON} (UTF-8); Content-Type: {sent}.",
+                )
+            params = self.parse_json(await request.get_body())
+            if not isinstance(params, dict):
+                raise HTTPException(400, "The request body must be a JSON object.")
+        query = _parameter(params, "query", str, "a string (a GraphQL document)")
+        if not query:
+            raise HTTPException(400, "The `query` parameter (a GraphQL document) is missing.")
+        return GraphQLRequestData(
+            query=query,
+            variables=_parameter(params, "variables", dict, "an object or null"),
+            operation_name=_parameter(params, "operationName", str, "a string or null"),
+            extensions=_parameter(params, "extensions", dict, "an object or null"),
+        )
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry's turns only JSONDecodeError into a 400; these would be 500s.
+        try:
+            text = data.decode() if isinstance(data, bytes) else data
+            parsed = super().parse_json(text)
+        except UnicodeDecodeError:
+            raise HTTPException(400, "The request body is not valid UTF-8.") from None
+        except RecursionError:
+            raise HTTPException(400, "The JSON is nested too deeply.") from None
+        if _SURROGATE_ESCAPE.search(text) and not _is_unicode(parsed):
+            raise HTTPException(
+                400, "The JSON holds a lone UTF-16 surrogate escape, which is not Unicode text."
+            )
+        return parsed
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # create_response is not given the request: the negotiated media type rides along here.
+        sub_response.media_type = (
+            response_media_type(request.headers.get("accept")) or APPLICATION_JSON
+        )
+        return sub_response
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
@@ -28,6 +200,7 @@ class GraphQLApp(GraphQL[Context, None]):
             db=runtime.db,
             passwords=runtime.passwords,
             policy=runtime.policy,
+            throttle=runtime.throttle,
             loaders=Loaders.create(runtime.db.read_sessionmaker),
             request_id=request.state.request_id,
             client=client_info(request),
@@ -37,10 +210,33 @@ class GraphQLApp(GraphQL[Context, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
+        # Errors raised while executing carry the path of their field. No data and no paths:
+        # parsing, validation or variable coercion failed, and execution never started.
+        failed_before_execution = (
+            result.data is None
+            and bool(result.errors)
+            and all(error.path is None for error in result.errors or ())
+        )
         if result.errors:
             request_id = getattr(request.state, "request_id", None)
             expose = request.app.state.runtime.settings.internal_errors_exposed
             result.errors = [
                 with_code(error, request_id, expose_internal=expose) for error in result.errors
             ]
-        return process_result(result)
+        response = process_result(result)
+        if failed_before_execution:
+            del response["data"]
+        return response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or APPLICATION_JSON
+        response.headers["content-type"] = media_type
+        failed = isinstance(response_data, dict) and "data" not in response_data
+        if media_type == GRAPHQL_RESPONSE_JSON and failed:
+            response.status_code = sub_response.status_code or 400
+        return response

@@ -9,6 +9,7 @@ Identifiers are hashed before they reach the storage: Redis never holds an email
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import math
@@ -80,8 +81,12 @@ class Throttle:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()
-        else:
-            await self._storage.reset()  # also stops the memory storage's expiry task
+            return
+        # The memory storage prunes expired entries in a background task; stop it with the
+        # event loop it runs on. (Its reset() would race that task and log a KeyError.)
+        timer: asyncio.Task[None] | None = getattr(self._storage, "timer", None)
+        if timer is not None and not timer.done():
+            timer.cancel()
 
     async def _retry_after(self, rule: Rule, key: str) -> int:
         stats = await self._limiter.get_window_stats(self._items[rule], rule.value, key)

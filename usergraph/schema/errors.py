@@ -17,6 +17,9 @@ class ErrorCode(enum.StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    # The HTTP request itself is malformed (body, parameters, method, media types); the
+    # status code (400, 405, 406, 415) says which. Set by usergraph.http, not by resolvers.
+    BAD_REQUEST = "BAD_REQUEST"
 
 
 class PublicError(GraphQLError):
@@ -28,3 +31,11 @@ class PublicError(GraphQLError):
 
 def bad_user_input(message: str) -> PublicError:
     return PublicError(ErrorCode.BAD_USER_INPUT, message)
+
+
+def rate_limited(retry_after: int) -> PublicError:
+    return PublicError(
+        ErrorCode.RATE_LIMITED,
+        f"Too many requests; try again in {retry_after} seconds.",
+        retryAfter=retry_after,
+    )
