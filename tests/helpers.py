@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from usergraph.auth.throttle import Throttle
 from usergraph.runtime import Runtime
 from usergraph.services import auth
 from usergraph.services.errors import Code, Rejected
@@ -102,13 +103,14 @@ async def sign_up(
     password: str = DEFAULT_PASSWORD,
     display_name: str | None = None,
     client: ClientInfo = CLIENT,
+    throttle: Throttle | None = None,
 ) -> SignedIn:
     """auth.register, with an email made from the username unless one is given."""
     return await auth.register(
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
-        throttle=runtime.throttle,
+        throttle=throttle or runtime.throttle,
         email=email or f"{username}@example.com",
         username=username,
         password=password,
@@ -118,14 +120,19 @@ async def sign_up(
 
 
 async def sign_in(
-    runtime: Runtime, login: str, password: str = DEFAULT_PASSWORD, *, client: ClientInfo = CLIENT
+    runtime: Runtime,
+    login: str,
+    password: str = DEFAULT_PASSWORD,
+    *,
+    client: ClientInfo = CLIENT,
+    throttle: Throttle | None = None,
 ) -> SignedIn:
     """auth.login."""
     return await auth.login(
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
-        throttle=runtime.throttle,
+        throttle=throttle or runtime.throttle,
         login=login,
         password=password,
         client=client,

@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -72,3 +72,54 @@ def serve(tmp_path: Path, *, workers: int = 1) -> Iterator[tuple[str, dict[str, 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def server_env(database_url: str, **variables: str) -> dict[str, str]:
+    """The environment of a test server: cheap hashes, no inherited REDIS_URL, then variables."""
+    env = _env(database_url)
+    env.pop("REDIS_URL", None)
+    env.update(variables)
+    return env
+
+
+def migrate(cwd: Path, env: dict[str, str]) -> None:
+    subprocess.run([*CLI, "migrate"], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+@contextmanager
+def run_servers(cwd: Path, env: dict[str, str], names: Sequence[str]) -> Iterator[list[str]]:
+    """Run one `usergraph serve` per name with exactly env (its database already migrated).
+
+    They start side by side; yields their URLs once all are ready. Each one's output goes to
+    cwd/<name>.log, quoted when it does not start.
+    """
+    with ExitStack() as stack:
+        started: list[tuple[str, str, subprocess.Popen[bytes]]] = []
+        for name in names:
+            port = _free_port()
+            log = stack.enter_context((cwd / f"{name}.log").open("wb"))
+            process = subprocess.Popen(
+                [*CLI, "serve", "--port", str(port)],
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            stack.callback(_stop, process)
+            started.append((name, f"http://127.0.0.1:{port}", process))
+        for name, base_url, process in started:
+            try:
+                _wait_until_ready(base_url, process)
+            except AssertionError as exc:
+                output = (cwd / f"{name}.log").read_text(errors="replace")[-4000:]
+                raise AssertionError(f"{name}: {exc}\n{output}") from None
+        yield [base_url for _name, base_url, _process in started]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -202,6 +202,12 @@ async def test_field_errors_keep_data_and_status_200(client: httpx.AsyncClient) 
             "lone UTF-16 surrogate",
             id="lone-surrogate-in-a-key",
         ),
+        pytest.param(
+            '{"query": "query($u: String!) { user(username: $u) { id } }",'
+            ' "variables": {"u": "ann\\u0000"}}',
+            "NUL character",
+            id="nul-in-a-variable",
+        ),
         pytest.param("[]", "must be a JSON object", id="array"),
         pytest.param("0", "must be a JSON object", id="number"),
         pytest.param("null", "must be a JSON object", id="null"),

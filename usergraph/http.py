@@ -35,6 +35,7 @@ from usergraph.db.loaders import Loaders
 from usergraph.runtime import Runtime
 from usergraph.schema.errors import ErrorCode
 from usergraph.schema.extensions import with_code
+from usergraph.schema.text import NUL_MESSAGE
 
 APPLICATION_JSON = "application/json"
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -85,8 +86,10 @@ def _parameter(params: dict[str, Any], name: str, kind: type, what: str) -> Any:
 
 
 # JSON may escape UTF-16 surrogates ("\\ud83d\\ude00"); a pair decodes to one character, but a
-# lone one becomes a Python string that no UTF-8 codec (database, hasher) accepts.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# lone one becomes a Python string that no UTF-8 codec (database, hasher) accepts. It may also
+# escape NUL, which PostgreSQL cannot store (usergraph.schema.text). Only a body holding such an
+# escape is walked.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def _is_unicode(value: object) -> bool:
@@ -95,6 +98,25 @@ def _is_unicode(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _refuse_untextual(value: object) -> None:
+    if not _is_unicode(value):
+        raise HTTPException(
+            400, "The JSON holds a lone UTF-16 surrogate escape, which is not Unicode text."
+        )
+    if _holds_nul(value):
+        raise HTTPException(400, NUL_MESSAGE)
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -170,14 +192,12 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             text = data.decode() if isinstance(data, bytes) else data
             parsed = super().parse_json(text)
+            if _SUSPECT_ESCAPE.search(text):
+                _refuse_untextual(parsed)
         except UnicodeDecodeError:
             raise HTTPException(400, "The request body is not valid UTF-8.") from None
         except RecursionError:
             raise HTTPException(400, "The JSON is nested too deeply.") from None
-        if _SURROGATE_ESCAPE.search(text) and not _is_unicode(parsed):
-            raise HTTPException(
-                400, "The JSON holds a lone UTF-16 surrogate escape, which is not Unicode text."
-            )
         return parsed
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:

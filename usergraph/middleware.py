@@ -59,7 +59,8 @@ API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-
 IDE_POLICY = (
     "default-src 'none'; script-src https://unpkg.com {script_hashes}; "
     "style-src https://unpkg.com 'unsafe-inline'; img-src 'self' data:; "
-    "font-src https://unpkg.com data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    "font-src https://unpkg.com data:; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)

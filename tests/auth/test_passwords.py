@@ -227,3 +227,10 @@ async def test_a_full_queue_refuses_at_once_instead_of_waiting(
         gate.opened.set()
     # Once the storm has passed, hashing works again.
     assert await hasher.hash(PASSWORD) == "$argon2id$fake"
+
+
+async def test_a_password_no_hash_can_take_is_a_mismatch(hasher: PasswordHasher) -> None:
+    # A lone surrogate cannot be encoded: a mismatch, even against the dummy hash, not a loop.
+    stored = await hasher.hash(PASSWORD)
+    assert not (await hasher.verify("\ud800", stored)).ok
+    await hasher.verify_dummy("x")

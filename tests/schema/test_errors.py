@@ -230,3 +230,20 @@ async def test_input_errors_do_not_echo_secrets(
     assert not any(
         secret in record.getMessage() for record in caplog.records for *_, secret in cases
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"),
+    [
+        ("query($q: String) { __typename }", {}, "GRAPHQL_VALIDATION_FAILED"),  # never used
+        ("{ user(username: $u) { id } }", {}, "GRAPHQL_VALIDATION_FAILED"),  # not defined
+        ("query($u: String!) { user(username: $u) { id } }", {}, "BAD_USER_INPUT"),
+        ("query($u: String!) { user(username: $u) { id } }", {"u": 7}, "BAD_USER_INPUT"),
+    ],
+    ids=["unused", "undefined", "missing-value", "wrong-type"],
+)
+async def test_variable_errors_tell_document_from_values(
+    gql: GraphQL, query: str, variables: dict[str, Any], code: str
+) -> None:
+    body = await gql(query, variables)
+    assert [error["extensions"]["code"] for error in body["errors"]] == [code]

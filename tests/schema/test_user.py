@@ -203,16 +203,26 @@ async def test_user_sessions_are_keyset_paginated(gql: GraphQL) -> None:
 
 
 @pytest.mark.parametrize(
-    "arguments", ["first: 101", "first: -1", 'after: "garbage"'], ids=["101", "negative", "cursor"]
+    ("arguments", "before_execution"),
+    [("first: 101", True), ("first: -1", True), ('after: "garbage"', False)],
+    ids=["101", "negative", "cursor"],
 )
-async def test_user_sessions_bad_page_arguments(gql: GraphQL, arguments: str) -> None:
+async def test_user_sessions_bad_page_arguments(
+    gql: GraphQL, arguments: str, before_execution: bool
+) -> None:
     ann = await gql.register("ann")
     body = await gql(
         f"query($id: ID) {{ user(id: $id) {{ sessions({arguments}) {{ totalCount }} }} }}",
         {"id": ann.id},
         token=ann.access_token,
     )
-    assert body["data"] == {"user": None}
     [error] = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["path"] == ["user", "sessions"]
+    if before_execution:
+        # Page sizes are checked with the query cost (usergraph.schema.limits), before anything
+        # runs: no data and no path.
+        assert body.get("data") is None
+        assert "path" not in error
+    else:
+        assert body["data"] == {"user": None}
+        assert error["path"] == ["user", "sessions"]

@@ -15,11 +15,12 @@ from sqlalchemy import func, select, update
 from tests.conftest import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
 from usergraph.auth.passwords import PasswordHasher
+from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db.models import RefreshToken, User, UserSession
 from usergraph.runtime import Runtime
 from usergraph.services import auth
-from usergraph.services.errors import Code, Rejected
+from usergraph.services.errors import Code, Rejected, Throttled
 from usergraph.services.sessions import SignedIn
 from usergraph.services.users import create_user
 
@@ -546,3 +547,24 @@ async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:
             new_password=NEW_PASSWORD,
         )
     assert [problem.code for problem in caught.value.problems] == [Code.NOT_FOUND]
+
+
+async def test_attempts_refused_as_busy_are_not_counted(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user retrying while the hasher is saturated must not lock themselves out."""
+    rates = {rule: "2/15 minutes" for rule in Rule}
+    throttle = Throttle(rates)
+    await sign_up(runtime, "ann")
+    monkeypatch.setattr(runtime.passwords, "_max_in_flight", 0)  # every place is taken
+    for _ in range(4):
+        with pytest.raises(Throttled) as refused:
+            await sign_in(runtime, "ann", client=CLIENT, throttle=throttle)
+        assert refused.value.retry_after == 1
+        with pytest.raises(Throttled):
+            await sign_up(runtime, f"new{uuid.uuid4().hex[:8]}", throttle=throttle)
+    monkeypatch.undo()
+    assert (await throttle.check(Rule.LOGIN_ACCOUNT, "ann")).allowed
+    assert (await throttle.check(Rule.REGISTER_IP, CLIENT.ip_address or "")).allowed
+    assert (await sign_in(runtime, "ann", throttle=throttle)).user.username == "ann"
+    await throttle.close()

@@ -8,8 +8,10 @@ that a call fails at once with HasherBusy instead of queueing without bound.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,6 +26,11 @@ class Verification:
     ok: bool
     # A fresh hash when the stored one uses an old scheme or old costs; store it.
     new_hash: str | None = None
+
+
+# Whether the current task holds a place (PasswordHasher.place): its hashing must not take a
+# second one, or a full queue would refuse the work it already let in.
+_holding_place: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
 
 
 class HasherBusy(Exception):
@@ -53,14 +60,29 @@ class PasswordHasher:
         self._in_flight = 0  # running or waiting; only touched on the event loop
         self._dummy_hash: str | None = None
 
-    async def _run(self, function: Callable[..., T], *args: str) -> T:
+    @contextlib.contextmanager
+    def place(self) -> Iterator[None]:
+        """Hold a place in the queue for the hashing done inside; HasherBusy if there is none.
+
+        Taken before anything that must not happen for a request refused as busy (counting a
+        login attempt, say). Hashing inside a held place does not queue for another.
+        """
+        if _holding_place.get():
+            yield
+            return
         if self._in_flight >= self._max_in_flight:
             raise HasherBusy
         self._in_flight += 1
+        token = _holding_place.set(True)
         try:
-            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+            yield
         finally:
+            _holding_place.reset(token)
             self._in_flight -= 1
+
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        with self.place():
+            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)
@@ -73,7 +95,7 @@ class PasswordHasher:
             # A hash this password cannot be checked against (bcrypt refuses passwords over 72
             # bytes, or the stored hash is malformed): a plain mismatch, after as much work as a
             # real check, so the answer does not tell this account from any other.
-            await self.verify_dummy(password)
+            await self._spend_one_verification(password)
             return Verification(ok=False)
         return Verification(ok=bool(ok), new_hash=new_hash if ok else None)
 
@@ -87,3 +109,10 @@ class PasswordHasher:
         await self.prepare()
         assert self._dummy_hash is not None
         await self.verify(password, self._dummy_hash)
+
+    async def _spend_one_verification(self, password: str) -> None:
+        # Not through verify(): a password even the dummy hash refuses must not loop.
+        await self.prepare()
+        assert self._dummy_hash is not None
+        with contextlib.suppress(ValueError):
+            await self._run(self._context.verify, password, self._dummy_hash)

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 from strawberry import Info
 
 from usergraph.context import Context
+from usergraph.schema.errors import rate_limited
 from usergraph.schema.inputs import (
     ChangePasswordInput,
     LoginInput,
@@ -16,12 +17,10 @@ from usergraph.schema.inputs import (
     RegisterInput,
     given,
 )
-from usergraph.schema.errors import rate_limited
 from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload, user_errors
 from usergraph.services import auth as auth_service
 from usergraph.services.errors import Code, Rejected, Throttled
 from usergraph.services.sessions import SignedIn
-
 
 P = ParamSpec("P")
 R = TypeVar("R")

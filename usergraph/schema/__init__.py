@@ -7,17 +7,22 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import DisableIntrospection, ParserCache, ValidationCache
+from strawberry.extensions import AddValidationRules, DisableIntrospection, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from usergraph.schema.extensions import is_internal, redact_values
+from usergraph.schema.limits import QueryLimits, limit_extensions
 from usergraph.schema.mutation import Mutation
 from usergraph.schema.query import Query
+from usergraph.schema.text import NoNulCharactersRule
 from usergraph.schema.types import Session, User
 from usergraph.settings import Settings
 
 log = logging.getLogger("usergraph.errors")
+
+# Parsed and validated documents kept (LRU, shared by every request of the process).
+DOCUMENT_CACHE_SIZE = 256
 
 
 class UsergraphSchema(strawberry.Schema):
@@ -38,13 +43,19 @@ class UsergraphSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings | None = None) -> UsergraphSchema:
-    """Build the schema; settings decide introspection and field suggestions."""
-    introspection = settings.introspection_enabled if settings else True
+    """Build the schema; settings decide the query limits, introspection and field suggestions.
+
+    Without settings (schema export, snapshot tests): the default limits, introspection on.
+    """
+    limits = QueryLimits.from_settings(settings) if settings else QueryLimits()
+    # Factories, not instances: an instance would be shared by concurrent requests. The limit
+    # rules inside are made here, once, so ValidationCache hits (see usergraph.schema.limits).
     extensions: list[Any] = [
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
+        *limit_extensions(limits, cache_size=DOCUMENT_CACHE_SIZE),
+        lambda: AddValidationRules([NoNulCharactersRule]),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
     ]
-    if not introspection:
+    if settings is not None and not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
     return UsergraphSchema(
         query=Query,
@@ -52,6 +63,7 @@ def build_schema(settings: Settings | None = None) -> UsergraphSchema:
         types=[User, Session],
         extensions=extensions,
         config=StrawberryConfig(
-            disable_field_suggestions=bool(settings and settings.is_production)
+            disable_field_suggestions=settings is not None
+            and not settings.field_suggestions_enabled
         ),
     )

@@ -25,6 +25,13 @@ _QUOTED_VALUE = (
 )
 
 
+# graphql-core's messages for variable values that do not fit their declared type; other
+# "Variable ..." messages ("is never used", "is not defined") are about the document itself.
+_VARIABLE_VALUE = re.compile(
+    r"""Variable ["']\$\w+["'] (has invalid value|got invalid value|of (required|non-null) type)"""
+)
+
+
 def redact_values(message: str) -> str:
     """message without the input values graphql-core quotes in it."""
     message = _QUOTED_VALUE[0].sub(".", message)
@@ -67,7 +74,7 @@ def with_code(
 def _code_of(error: GraphQLError) -> ErrorCode:
     if isinstance(error, GraphQLSyntaxError):
         return ErrorCode.GRAPHQL_PARSE_FAILED
-    if error.path is None and error.message.startswith("Variable "):
+    if error.path is None and _VARIABLE_VALUE.match(error.message):
         return ErrorCode.BAD_USER_INPUT
     if error.path is None:
         return ErrorCode.GRAPHQL_VALIDATION_FAILED

@@ -79,8 +79,8 @@ async def register(
     email, username, display_name = clean_new_account(
         email=email, username=username, password=password, display_name=display_name
     )
-    await _count(throttle, Rule.REGISTER_IP, client)
-    with _hashing():
+    with _hashing(), passwords.place():  # a request refused as busy is not counted
+        await _count(throttle, Rule.REGISTER_IP, client)
         password_hash = await passwords.hash(password)
     async with db.sessionmaker() as s, s.begin():
         user = await insert_user(
@@ -124,11 +124,11 @@ async def login(
     try:
         if len(password) > MAX_LOGIN_PASSWORD_LENGTH or len(login) > validation.MAX_LOGIN_LENGTH:
             raise Rejected.one(Code.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
-        verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, account)
-        if not verdict.allowed:
-            record("login_failed", reason="locked", login=login_digest(account))
-            raise _locked(verdict.retry_after)
-        with _hashing():
+        with _hashing(), passwords.place():  # a request refused as busy is not counted
+            verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, account)
+            if not verdict.allowed:
+                record("login_failed", reason="locked", login=login_digest(account))
+                raise _locked(verdict.retry_after)
             signed_in = await _sign_in(
                 db=db,
                 passwords=passwords,
