@@ -12,6 +12,7 @@ import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,20 @@ from usergraph.runtime import Runtime, build_runtime
 from usergraph.settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+# Parameters for rate-limit counters: in memory, and in Redis when CI gives one.
+LIMIT_STORAGES = [
+    "memory",
+    pytest.param(
+        "redis",
+        marks=pytest.mark.skipif(
+            not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set (Redis-backed limits)"
+        ),
+    ),
+]
 TEST_SIGNING_KEY = "test-signing-key-that-is-long-enough-0123456789"
 DEFAULT_PASSWORD = "correct horse battery staple"
+CLIENT_IP = "203.0.113.7"  # where the test client connects from
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -161,11 +174,28 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
         yield app
 
 
+def _client(app: Starlette, peer: str = CLIENT_IP) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with _client(app) as client:
         yield client
+
+
+@asynccontextmanager
+async def serving(
+    database_url: str, tmp_path: Path, *, peer: str = CLIENT_IP, **overrides: Any
+) -> AsyncIterator[GraphQL]:
+    """A client (connecting from peer) of an app built with other settings.
+
+    Apps built here share the test's database and do not empty it: use fresh names.
+    """
+    app = create_app(make_settings(database_url, tmp_path, **overrides))
+    async with app.router.lifespan_context(app), _client(app, peer) as client:
+        yield GraphQL(client=client, app=app)
 
 
 @dataclass

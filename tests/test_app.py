@@ -103,3 +103,13 @@ async def test_readyz_does_not_wait_for_a_writer(tmp_path: Path) -> None:
     finally:
         await db.dispose()
     assert response.status_code == 200
+
+
+async def test_not_ready_while_the_rate_limit_storage_is_unreachable(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Nothing listens on port 1: sign-in would fail closed, so the probe says not ready.
+    app = create_app(make_settings(database_url, tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    response = await _get(app, "/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "redis": "unreachable"}

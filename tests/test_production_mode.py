@@ -5,33 +5,21 @@ each the other way round in development."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 import pytest
 
-from tests.conftest import GraphQL, make_settings
+from tests.conftest import GraphQL, serving
 from tests.helpers import error_codes
-from usergraph.app import create_app
 
 SECRET = "secret-detail-of-the-fault"
 INTROSPECTION = "{ __schema { types { name } } }"
 REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
   accessToken userErrors { code }
 } }"""
-
-
-@asynccontextmanager
-async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[GraphQL]:
-    """A client of an app built with other settings."""
-    app = create_app(make_settings(database_url, tmp_path, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield GraphQL(client=client, app=app)
 
 
 async def register(gql: GraphQL) -> httpx.Response:

@@ -10,18 +10,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import GraphQL, make_settings
+from tests.conftest import GraphQL, make_settings, serving
 from tests.helpers import error_codes, problems
-from usergraph.app import create_app
 from usergraph.logs import RequestIdFilter
 from usergraph.settings import Settings
 
@@ -36,18 +32,6 @@ LOGIN = """mutation($input: LoginInput!) { login(input: $input) {
   accessToken userErrors { code field }
 } }"""
 SESSION_IPS = "{ me { sessions { edges { node { ipAddress } } } } }"
-
-
-@asynccontextmanager
-async def serving(
-    database_url: str, tmp_path: Path, *, peer: str = PEER, **overrides: Any
-) -> AsyncIterator[GraphQL]:
-    """A client of an app built with other settings, connecting from peer."""
-    app = create_app(make_settings(database_url, tmp_path, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield GraphQL(client=client, app=app)
 
 
 async def session_ip(gql: GraphQL, headers: dict[str, str]) -> str:

@@ -8,7 +8,6 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, make_settings
-from usergraph.app import create_app
+from tests.conftest import DEFAULT_PASSWORD, GraphQL, serving
 from usergraph.settings import Settings
 
 BASE_HEADERS = {
@@ -31,16 +29,6 @@ ONE_YEAR = 365 * 24 * 3600
 REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
   user { username } userErrors { code field }
 } }"""
-
-
-@asynccontextmanager
-async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[GraphQL]:
-    """A client of an app built with other settings."""
-    app = create_app(make_settings(database_url, tmp_path, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield GraphQL(client=client, app=app)
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:

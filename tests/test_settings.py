@@ -60,3 +60,10 @@ def test_lists_and_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
     assert STRONG_KEY not in repr(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def test_argon2_memory_must_cover_every_lane() -> None:
+    with pytest.raises(ValidationError, match="at least 8 x USERGRAPH_ARGON2_PARALLELISM"):
+        Settings(_env_file=None, argon2_memory_cost_kib=16, argon2_parallelism=4)  # type: ignore[call-arg]
+    fits = Settings(_env_file=None, argon2_memory_cost_kib=32, argon2_parallelism=4)  # type: ignore[call-arg]
+    assert fits.argon2_memory_cost_kib == 32

@@ -31,7 +31,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the database answers and its schema is at the newest migration."""
+    """Ready when the database answers, its schema is at the newest migration and the
+    rate-limit storage (Redis, when configured) answers."""
     runtime: Runtime = request.app.state.runtime
     expected = request.app.state.head_revision
     try:
@@ -42,6 +43,9 @@ async def readyz(request: Request) -> Response:
             current = await connection.run_sync(current_revision)
     except Exception:  # any failure to reach the database means "not ready"
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    if not await runtime.throttle.reachable():
+        # Sign-in fails closed without its rate-limit counters.
+        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
     if current != expected:
         return JSONResponse(
             {"status": "unavailable", "database": "not migrated", "revision": current},

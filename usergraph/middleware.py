@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 import uuid
 
@@ -15,6 +16,14 @@ from usergraph.logs import client_ip_var, request_id_var
 REQUEST_ID_HEADER = "x-request-id"
 # A client-chosen id is kept only if it is short and plain, so it cannot forge log lines.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def _printable_ip(host: str | None) -> str:
+    """host if it is an ip address: a forwarded hop may be any text, unfit for a log line."""
+    try:
+        return str(ipaddress.ip_address(host)) if host else "-"
+    except ValueError:
+        return "-"
 
 
 class RequestIdMiddleware:
@@ -37,7 +46,7 @@ class RequestIdMiddleware:
         # The socket's peer, or the forwarded client when a trusted proxy sent the request
         # (uvicorn's ProxyHeadersMiddleware runs before this one).
         client = scope.get("client")
-        ip_token = client_ip_var.set(client[0] if client else "-")
+        ip_token = client_ip_var.set(_printable_ip(client[0] if client else None))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

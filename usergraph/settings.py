@@ -157,6 +157,15 @@ class Settings(BaseSettings):
         return [_ip_or_network(item) for item in value]
 
     @model_validator(mode="after")
+    def _check_argon2_memory(self) -> Settings:
+        # argon2 needs at least 8 KiB per lane.
+        if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
+            raise ValueError(
+                "USERGRAPH_ARGON2_MEMORY_COST_KIB must be at least 8 x USERGRAPH_ARGON2_PARALLELISM"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_weak_production_keys(self) -> Settings:
         keys = [self.signing_key, *self.previous_signing_keys]
         for key in keys:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
 
+from tests.conftest import LIMIT_STORAGES, TEST_REDIS_URL
 from usergraph.auth.throttle import Rule, Throttle
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 RATES = {
     Rule.LOGIN_ACCOUNT: "3/15 minutes",
     Rule.LOGIN_IP: "5/minute",
@@ -21,17 +20,7 @@ RATES = {
 }
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param(
-            "redis",
-            marks=pytest.mark.skipif(
-                not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set (Redis-backed limits)"
-            ),
-        ),
-    ]
-)
+@pytest.fixture(params=LIMIT_STORAGES)
 async def throttle(request: pytest.FixtureRequest) -> AsyncIterator[Throttle]:
     redis_url = TEST_REDIS_URL if request.param == "redis" else None
     throttle = Throttle(RATES, redis_url=redis_url, key_prefix=f"test-{uuid.uuid4().hex}")

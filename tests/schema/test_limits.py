@@ -4,28 +4,15 @@ it runs, with QUERY_TOO_COMPLEX and the limit that was hit; each is configurable
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import strawberry.schema.schema
 from graphql import get_introspection_query
 
-from tests.conftest import GraphQL, make_settings
-from usergraph.app import create_app
-
-
-@asynccontextmanager
-async def limited(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[GraphQL]:
-    """An app built with other settings (no sign-in needed: `me` answers null)."""
-    app = create_app(make_settings(database_url, tmp_path, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield GraphQL(client=client, app=app)
+from tests.conftest import GraphQL, serving
 
 
 def refusal(body: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +58,7 @@ async def test_depth_over_the_limit_is_refused(gql: GraphQL) -> None:
 
 
 async def test_depth_is_configurable(database_url: str, tmp_path: Path) -> None:
-    async with limited(database_url, tmp_path, max_query_depth=3) as gql:
+    async with serving(database_url, tmp_path, max_query_depth=3) as gql:
         assert await gql.ok("{ me { sessions { edges { id: cursor } } } }") == {"me": None}
         body = await gql("{ me { sessions { edges { node { id } } } } }")
         assert refusal(body) == too_complex("depth", 3)
@@ -91,7 +78,7 @@ async def test_depth_is_configurable(database_url: str, tmp_path: Path) -> None:
 async def test_fragments_count_where_they_are_spread(
     database_url: str, tmp_path: Path, document: str
 ) -> None:
-    async with limited(database_url, tmp_path, max_query_depth=3) as gql:
+    async with serving(database_url, tmp_path, max_query_depth=3) as gql:
         assert refusal(await gql(document)) == too_complex("depth", 3)
 
 
@@ -163,7 +150,7 @@ async def test_directives_over_the_limit_are_refused(gql: GraphQL) -> None:
 
 
 async def test_aliases_and_directives_are_configurable(database_url: str, tmp_path: Path) -> None:
-    async with limited(database_url, tmp_path, max_query_aliases=2, max_query_directives=1) as gql:
+    async with serving(database_url, tmp_path, max_query_aliases=2, max_query_directives=1) as gql:
         await gql.ok(aliases(2))
         await gql.ok(directives(1))
         assert refusal(await gql(aliases(3))) == too_complex("aliases", 2, actual=3)
@@ -197,7 +184,7 @@ async def test_tokens_over_the_limit_are_refused_not_a_parse_failure(gql: GraphQ
 async def test_tokens_are_configurable_and_comments_count(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with limited(database_url, tmp_path, max_query_tokens=12) as gql:
+    async with serving(database_url, tmp_path, max_query_tokens=12) as gql:
         assert await gql.ok("{ me { id " + "id " * 6 + "} }") == {"me": None}
         assert refusal(await gql("{ me { id " + "id " * 7 + "} }")) == too_complex("tokens", 12)
         padded = "# padding\n" * 13 + "{ me { id } }"
@@ -229,7 +216,7 @@ async def test_cost_over_the_limit_is_refused(gql: GraphQL) -> None:
 
 
 async def test_cost_is_configurable(database_url: str, tmp_path: Path) -> None:
-    async with limited(database_url, tmp_path, max_query_cost=100) as gql:
+    async with serving(database_url, tmp_path, max_query_cost=100) as gql:
         assert await gql.ok("{ me { sessions(first: 98) { totalCount } } }") == {"me": None}
         body = await gql("{ me { sessions(first: 99) { totalCount } } }")
         assert refusal(body) == too_complex("cost", 100, actual=101)
@@ -319,7 +306,7 @@ async def test_field_suggestions_follow_the_setting(
 ) -> None:
     [error] = (await gql("{ me { usernam } }"))["errors"]
     assert "Did you mean" in error["message"]
-    async with limited(database_url, tmp_path, field_suggestions=False) as quiet:
+    async with serving(database_url, tmp_path, field_suggestions=False) as quiet:
         [error] = (await quiet("{ me { usernam } }"))["errors"]
     assert "Did you mean" not in error["message"]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

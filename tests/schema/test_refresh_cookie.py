@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, make_settings
+from tests.conftest import DEFAULT_PASSWORD, GraphQL, serving
 from tests.helpers import REFRESH, assert_no_tokens, assert_only_error, me, problems
-from usergraph.app import create_app
 from usergraph.settings import Settings
 
 NAME = "usergraph_refresh"
@@ -135,12 +134,8 @@ class CookieClient:
 async def client_of(
     database_url: str, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[CookieClient]:
-    settings = make_settings(database_url, tmp_path, **overrides)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield CookieClient(GraphQL(client=client, app=app), settings)
+    async with serving(database_url, tmp_path, **overrides) as gql:
+        yield CookieClient(gql, gql.app.state.runtime.settings)
 
 
 @pytest.fixture

@@ -7,18 +7,15 @@ database backend).
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, make_settings
+from tests.conftest import DEFAULT_PASSWORD, LIMIT_STORAGES, TEST_REDIS_URL, GraphQL, make_settings
 from tests.helpers import REFRESH, error_codes
 from usergraph.settings import Settings
-
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 LOGIN = """mutation($input: LoginInput!) { login(input: $input) {
   accessToken user { id } userErrors { field message code retryAfter }
@@ -29,17 +26,7 @@ REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
 ACCOUNT_WINDOW = 15 * 60
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param(
-            "redis",
-            marks=pytest.mark.skipif(
-                not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set (Redis-backed limits)"
-            ),
-        ),
-    ]
-)
+@pytest.fixture(params=LIMIT_STORAGES)
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
     """Small limits; a fresh key prefix per test keeps Redis runs apart."""
     return make_settings(

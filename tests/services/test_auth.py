@@ -483,10 +483,12 @@ async def change_password(
     *,
     current: str = DEFAULT_PASSWORD,
     new: str = NEW_PASSWORD,
+    throttle: Throttle | None = None,
 ) -> User:
     return await auth.change_password(
         db=runtime.db,
         passwords=runtime.passwords,
+        throttle=throttle or runtime.throttle,
         user_id=signed_in.user.id,
         current_session_id=signed_in.session_id,
         current_password=current,
@@ -536,11 +538,32 @@ async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> Non
     assert (await sign_in(runtime, "ann", NEW_PASSWORD)).user.id == current.user.id
 
 
+async def test_wrong_current_passwords_lock_the_account(runtime: Runtime) -> None:
+    """A stolen access token cannot guess the password at the hasher's speed."""
+    throttle = Throttle({rule: "2/15 minutes" for rule in Rule})
+    signed_in = await sign_up(runtime, "ann")
+    for _ in range(2):
+        with pytest.raises(Rejected) as caught:
+            await change_password(runtime, signed_in, current="guess", throttle=throttle)
+        assert [p.code for p in caught.value.problems] == [Code.INVALID_CREDENTIALS]
+    with pytest.raises(Rejected) as caught:
+        await change_password(runtime, signed_in, throttle=throttle)  # even the right one
+    [problem] = caught.value.problems
+    assert (problem.code, problem.field) == (Code.ACCOUNT_LOCKED, ("input", "currentPassword"))
+    assert problem.retry_after is not None and 0 < problem.retry_after <= 900
+    # The same counter guards login by username.
+    with pytest.raises(Rejected) as caught:
+        await sign_in(runtime, "ann", throttle=throttle)
+    assert [p.code for p in caught.value.problems] == [Code.ACCOUNT_LOCKED]
+    await throttle.close()
+
+
 async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
         await auth.change_password(
             db=runtime.db,
             passwords=runtime.passwords,
+            throttle=runtime.throttle,
             user_id=987_654,
             current_session_id=None,
             current_password=DEFAULT_PASSWORD,

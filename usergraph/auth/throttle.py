@@ -78,6 +78,13 @@ class Throttle:
     async def clear(self, rule: Rule, identifier: str) -> None:
         await self._limiter.clear(self._items[rule], rule.value, _key(identifier))
 
+    async def reachable(self) -> bool:
+        """Whether the counters' storage answers (always, in memory)."""
+        try:
+            return bool(await self._storage.check())
+        except Exception:  # any failure to reach Redis means "not reachable"
+            return False
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()

@@ -120,6 +120,7 @@ async def change_password(
         updated = await auth_service.change_password(
             db=ctx.db,
             passwords=ctx.passwords,
+            throttle=ctx.throttle,
             user_id=viewer.user.id,
             current_session_id=viewer.session_id,
             current_password=input.current_password,

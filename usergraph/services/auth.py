@@ -155,7 +155,7 @@ async def login(
     return signed_in
 
 
-def _locked(retry_after: int) -> Rejected:
+def _locked(retry_after: int, *field: str) -> Rejected:
     return Rejected(
         [
             Problem(
@@ -164,6 +164,7 @@ def _locked(retry_after: int) -> Rejected:
                     "Too many failed sign-ins for this account; "
                     f"try again in {retry_after} seconds."
                 ),
+                field=field,
                 retry_after=retry_after,
             )
         ]
@@ -311,12 +312,17 @@ async def change_password(
     *,
     db: Database,
     passwords: PasswordHasher,
+    throttle: Throttle,
     user_id: int,
     current_session_id: uuid.UUID | None,
     current_password: str,
     new_password: str,
 ) -> User:
-    """Set a new password after checking the current one; end the user's other sessions."""
+    """Set a new password after checking the current one; end the user's other sessions.
+
+    Wrong current passwords count against the account like failed logins (by username), so a
+    stolen access token cannot be used to guess the password at the hasher's speed.
+    """
     async with db.read_sessionmaker() as s:
         user = await s.get(User, user_id)
     if user is None:
@@ -329,10 +335,15 @@ async def change_password(
     validation.check_password(
         new_password, "input", "newPassword", email=user.email, username=user.username
     )
-    with _hashing():
+    with _hashing(), passwords.place():
+        verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, user.username)
+        if not verdict.allowed:
+            record("password_change_failed", reason="locked", user_id=user_id)
+            raise _locked(verdict.retry_after, "input", "currentPassword")
         if not (await passwords.verify(current_password, user.password_hash)).ok:
             record("password_change_failed", reason="credentials", user_id=user_id)
             raise wrong
+        await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
         new_hash = await passwords.hash(new_password)
     async with db.sessionmaker() as s, s.begin():
         now = utcnow()
