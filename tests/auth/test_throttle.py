@@ -88,3 +88,23 @@ async def test_redis_keys_hold_no_identifier_in_clear() -> None:
     finally:
         await client.aclose()
         await throttle.close()
+
+
+async def test_clear_during_the_memory_storage_expiry_pass() -> None:
+    # limits' expiry pass lists the keys, then awaits a thread per key; a clear() of a later key
+    # meanwhile must not kill the pass with a KeyError.
+    throttle = Throttle(RATES)
+    await throttle.hit(Rule.LOGIN_IP, "first")
+    await throttle.hit(Rule.LOGIN_ACCOUNT, "ann")  # the pass is scheduled, not yet run
+    await asyncio.sleep(0)  # the pass starts and waits on its thread for the first key
+    await throttle.clear(Rule.LOGIN_ACCOUNT, "ann")
+    expiry = throttle._storage.timer  # type: ignore[attr-defined]
+    assert expiry is not None
+    await expiry  # re-raises whatever ended the pass
+    assert [(await throttle.hit(Rule.LOGIN_ACCOUNT, "ann")).allowed for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    await throttle.close()

@@ -36,6 +36,21 @@ class Verdict:
     retry_after: int = 0
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' MemoryStorage with a clear() that its background expiry pass survives.
+
+    limits 5.8 pops the key's event list; an expiry pass that listed the key before and reaches
+    it after an await then fails with KeyError (and its task dies). Emptying the list instead
+    leaves the pass something to read; the pass then drops the empty list itself.
+    """
+
+    async def clear(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        if key in self.events:
+            self.events[key] = []
+
+
 class Throttle:
     def __init__(
         self, rates: dict[Rule, str], *, redis_url: str | None = None, key_prefix: str = "usergraph"
@@ -52,7 +67,7 @@ class Throttle:
                 connection_pool=self._pool,  # type: ignore[arg-type]
             )
         else:
-            storage = MemoryStorage()
+            storage = _MemoryStorage()
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
 
