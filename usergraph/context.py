@@ -94,6 +94,14 @@ class Context:
             user=user, session_id=claims.session_id, roles=frozenset(r.name for r in roles)
         )
 
+    def known_viewer(self) -> tuple[bool, Viewer | None]:
+        """(True, the viewer) once it has been loaded; (False, None) before."""
+        viewer = self._viewer
+        settled = viewer is not None and viewer.done() and not viewer.cancelled()
+        if settled and viewer.exception() is None:  # type: ignore[union-attr]
+            return True, viewer.result()  # type: ignore[union-attr]
+        return False, None
+
     def sign_in(self, user: User, session_id: uuid.UUID, roles: Sequence[str]) -> None:
         """Make a user who just signed in (register, login, refresh) the viewer for the rest of
         this request, so the payload shows them their own private fields."""

@@ -61,3 +61,20 @@ async def test_many_loaders_at_once_on_a_cold_pool(gql: GraphQL, app: Starlette)
     assert data["users"]["totalCount"] == 5
     for edge in data["users"]["edges"]:
         assert edge["node"]["sessions"]["totalCount"] == 1
+
+
+async def test_loaded_roles_are_known_until_forgotten(gql: GraphQL, app: Starlette) -> None:
+    ann, bob = await gql.register("ann"), await gql.register("bob")
+    ann_id, bob_id = user_pk(ann.id), user_pk(bob.id)
+    loaders = Loaders.create(app.state.runtime.db.read_sessionmaker)
+    assert loaders.roles_by_user_id.known == {}
+    await loaders.roles_by_user_id.load_many([ann_id, bob_id])
+    known = loaders.roles_by_user_id.known
+    assert {key: [r.name for r in roles] for key, roles in known.items()} == {
+        ann_id: ["user"],
+        bob_id: ["user"],
+    }
+    loaders.forget_user(ann_id)  # after a write: the next read must go to the database
+    assert set(loaders.roles_by_user_id.known) == {bob_id}
+    loaders.roles_by_user_id.clear_all()
+    assert loaders.roles_by_user_id.known == {}

@@ -37,10 +37,29 @@ class UserByIdLoader(_Loader):
 
 
 class RolesByUserIdLoader(_Loader):
+    """Also keeps what it loaded in `known`, so a resolver can answer without awaiting (no
+    coroutine per list item) once a page's roles have been loaded in one batch."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessionmaker)
+        self.known: dict[int, list[Role]] = {}
+
     async def batch_load_fn(self, keys: Sequence[int]) -> list[list[Role]]:
         async with self.sessionmaker() as session:
             by_key = await user_queries.roles_by_user_ids(session, keys)
-        return [by_key.get(key, []) for key in keys]
+        found = [by_key.get(key, []) for key in keys]
+        self.known.update(zip(keys, found, strict=True))
+        return found
+
+    def clear(self, key: int) -> RolesByUserIdLoader:
+        self.known.pop(key, None)
+        super().clear(key)
+        return self
+
+    def clear_all(self) -> RolesByUserIdLoader:
+        self.known.clear()
+        super().clear_all()
+        return self
 
 
 class SessionByIdLoader(_Loader):

@@ -21,6 +21,7 @@ from usergraph.schema.inputs import (
     UserOrderField,
     given,
 )
+from usergraph.schema.lookahead import selects
 from usergraph.schema.payloads import UpdateProfilePayload, UserPayload, user_errors
 from usergraph.schema.relay import (
     decode_cursor,
@@ -110,6 +111,10 @@ async def users(
         order_field=order.field.value,
         descending=order.direction is OrderDirection.DESC,
     )
+    if selects(info, "edges", "node", "roles"):
+        # One query for the page's roles now: each user's `roles` then resolves without a
+        # coroutine of its own.
+        await info.context.loaders.roles_by_user_id.load_many([row.id for row in page.items])
     field_name = order.field.value
 
     def cursor(row: models.User) -> str:

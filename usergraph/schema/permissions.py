@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from strawberry import Info
 from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
-from usergraph.context import Context
+from usergraph.context import Context, Viewer
 from usergraph.db.models import User
 from usergraph.schema.errors import ErrorCode
 
@@ -39,11 +40,35 @@ class IsSelfOrAdmin(BasePermission):
     error_extensions = {"code": ErrorCode.FORBIDDEN.value}
 
     async def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
-        viewer = await info.context.viewer()
-        if viewer is None:
-            return False
         assert isinstance(source, User)
-        return viewer.is_admin or viewer.user.id == source.id
+        return _may_see(await info.context.viewer(), source)
+
+
+class SelfOrAdminOrNull(FieldExtension):
+    """The field's value for its own user and for administrators; null for anyone else.
+
+    IsSelfOrAdmin with fail_silently, but synchronous once the request's viewer is known (it
+    is under `me`, `users`, `user` and sign-in payloads, which settle it first), so the private
+    fields of a page of users start no coroutine per field.
+    """
+
+    def resolve(
+        self, next_: Callable[..., Any], source: Any, info: Info[Context, None], **kwargs: Any
+    ) -> Any:
+        known, viewer = info.context.known_viewer()
+        if known:
+            return next_(source, info, **kwargs) if _may_see(viewer, source) else None
+        return self._after_viewer(next_, source, info, **kwargs)
+
+    async def _after_viewer(
+        self, next_: Callable[..., Any], source: Any, info: Info[Context, None], **kwargs: Any
+    ) -> Any:
+        viewer = await info.context.viewer()
+        return next_(source, info, **kwargs) if _may_see(viewer, source) else None
+
+
+def _may_see(viewer: Viewer | None, user: User) -> bool:
+    return viewer is not None and (viewer.is_admin or viewer.user.id == user.id)
 
 
 def signed_in() -> list[FieldExtension]:
@@ -54,6 +79,6 @@ def admins_only() -> list[FieldExtension]:
     return [PermissionExtension([IsAuthenticated(), IsAdmin()], use_directives=False)]
 
 
-def self_or_admin(*, silent: bool) -> list[FieldExtension]:
-    """silent: answer null instead of a FORBIDDEN error (for nullable private fields)."""
-    return [PermissionExtension([IsSelfOrAdmin()], fail_silently=silent, use_directives=False)]
+def self_or_admin() -> list[FieldExtension]:
+    """FORBIDDEN for anyone else (SelfOrAdminOrNull answers null instead)."""
+    return [PermissionExtension([IsSelfOrAdmin()], use_directives=False)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry import Info, Parent
@@ -14,7 +14,7 @@ from usergraph.context import Context
 from usergraph.db import models
 from usergraph.db.keyset import Page
 from usergraph.db.loaders import SessionsPageKey
-from usergraph.schema.permissions import self_or_admin
+from usergraph.schema.permissions import SelfOrAdminOrNull, self_or_admin
 from usergraph.schema.relay import (
     PageInfo,
     decode_cursor,
@@ -54,28 +54,34 @@ class User(Node):
 
     @strawberry.field(
         description="Visible to the user and administrators; null (no error) for anyone else.",
-        extensions=self_or_admin(silent=True),
+        extensions=[SelfOrAdminOrNull()],
     )
     def email(self, root: Parent[models.User]) -> str | None:
         return root.email
 
     @strawberry.field(
         description="Visible to the user and administrators; null for anyone else.",
-        extensions=self_or_admin(silent=True),
+        extensions=[SelfOrAdminOrNull()],
     )
     def last_login_at(self, root: Parent[models.User]) -> datetime | None:
         return root.last_login_at
 
     @strawberry.field
-    async def roles(self, root: Parent[models.User], info: Info[Context, None]) -> list[Role]:
-        roles: list[Role] = await info.context.loaders.roles_by_user_id.load(root.id)
-        return roles
+    def roles(self, root: Parent[models.User], info: Info[Context, None]) -> list[Role]:
+        # Synchronous when already loaded (the viewer's, a prefetched page's): a page of users
+        # then starts no coroutine per user. Otherwise the loader's future, which the executor
+        # awaits; the futures of one tick share a single query.
+        loader = info.context.loaders.roles_by_user_id
+        known = loader.known.get(root.id)
+        if known is not None:
+            return known  # type: ignore[return-value]
+        return cast("list[Role]", loader.load(root.id))
 
     @strawberry.field(
         description=(
             "The user's open sessions. The user and administrators only; FORBIDDEN for anyone else."
         ),
-        extensions=self_or_admin(silent=False),
+        extensions=self_or_admin(),
     )
     async def sessions(
         self,
