@@ -82,14 +82,12 @@ class Context:
         claims = self.claims
         if claims is None:
             return None
-        user, user_session, roles = await asyncio.gather(
-            self.loaders.user_by_id.load(claims.user_id),
-            self.loaders.session_by_id.load(claims.session_id),
-            self.loaders.roles_by_user_id.load(claims.user_id),
-        )
+        found = await self.loaders.viewer(claims.user_id, claims.session_id)
+        if found is None:
+            return None
+        user, user_session, roles = found
         if not _is_live(user, user_session):
             return None
-        assert user is not None
         return Viewer(
             user=user, session_id=claims.session_id, roles=frozenset(r.name for r in roles)
         )

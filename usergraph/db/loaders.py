@@ -131,6 +131,29 @@ class Loaders:
             open_session_count_by_user_id=OpenSessionCountByUserIdLoader(sessionmaker, now),
         )
 
+    async def viewer(
+        self, user_id: int, session_id: uuid.UUID
+    ) -> tuple[User, UserSession, list[Role]] | None:
+        """The user and their session (only if the session is theirs), and the user's roles.
+
+        The hottest read (every signed-in request): one session, a joined query and the roles,
+        instead of three loader batches. What it read is primed into the loaders.
+        """
+        sessionmaker = self.user_by_id.sessionmaker
+        async with sessionmaker() as session:
+            found = await user_queries.user_with_session(
+                session, user_id=user_id, session_id=session_id
+            )
+            if found is None:
+                return None
+            roles = (await user_queries.roles_by_user_ids(session, [user_id])).get(user_id, [])
+        user, user_session = found
+        self.user_by_id.prime(user.id, user)
+        self.session_by_id.prime(user_session.id, user_session)
+        self.roles_by_user_id.prime(user.id, roles)
+        self.roles_by_user_id.known[user.id] = roles
+        return user, user_session, roles
+
     def forget_user(self, user_id: int) -> None:
         """Drop what this request cached about a user after a write touched it."""
         for loader in (self.user_by_id, self.roles_by_user_id, self.open_session_count_by_user_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -10,7 +11,7 @@ from sqlalchemy import Select, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.db.keyset import Page, PageRequest, paginate, to_page
-from usergraph.db.models import Role, User, user_roles
+from usergraph.db.models import Role, User, UserSession, user_roles
 
 UserOrderField = Literal["created_at", "username"]
 
@@ -75,6 +76,20 @@ async def get_user_by_login(session: AsyncSession, login: str) -> User | None:
     login = login.strip().lower()
     column = User.email_key if "@" in login else User.username
     return await session.scalar(select(User).where(column == login))
+
+
+async def user_with_session(
+    session: AsyncSession, *, user_id: int, session_id: uuid.UUID
+) -> tuple[User, UserSession] | None:
+    """The user and the session, if the session belongs to that user."""
+    row = (
+        await session.execute(
+            select(User, UserSession)
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(User.id == user_id, UserSession.id == session_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
 async def get_users_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[User]:
