@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, delete, func, insert, or_, select
+from sqlalchemy import Select, bindparam, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.db.keyset import Page, PageRequest, paginate, to_page
@@ -78,17 +78,27 @@ async def get_user_by_login(session: AsyncSession, login: str) -> User | None:
     return await session.scalar(select(User).where(column == login))
 
 
+# The hottest statements, built once: building a statement per request costs more CPU than
+# running it (SQLAlchemy then finds the compiled form in its cache by the statement's key).
+_USER_WITH_SESSION = (
+    select(User, UserSession)
+    .join(UserSession, UserSession.user_id == User.id)
+    .where(User.id == bindparam("user_id"), UserSession.id == bindparam("session_id"))
+)
+_ROLES_OF_USERS = (
+    select(user_roles.c.user_id, Role)
+    .join(Role, Role.id == user_roles.c.role_id)
+    .where(user_roles.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(Role.name)
+)
+
+
 async def user_with_session(
     session: AsyncSession, *, user_id: int, session_id: uuid.UUID
 ) -> tuple[User, UserSession] | None:
     """The user and the session, if the session belongs to that user."""
-    row = (
-        await session.execute(
-            select(User, UserSession)
-            .join(UserSession, UserSession.user_id == User.id)
-            .where(User.id == user_id, UserSession.id == session_id)
-        )
-    ).first()
+    params = {"user_id": user_id, "session_id": session_id}
+    row = (await session.execute(_USER_WITH_SESSION, params)).first()
     return (row[0], row[1]) if row else None
 
 
@@ -103,12 +113,7 @@ async def get_user_by_username(session: AsyncSession, username: str) -> User | N
 async def roles_by_user_ids(
     session: AsyncSession, user_ids: Sequence[int]
 ) -> dict[int, list[Role]]:
-    rows = await session.execute(
-        select(user_roles.c.user_id, Role)
-        .join(Role, Role.id == user_roles.c.role_id)
-        .where(user_roles.c.user_id.in_(user_ids))
-        .order_by(Role.name)
-    )
+    rows = await session.execute(_ROLES_OF_USERS, {"user_ids": list(user_ids)})
     by_user: dict[int, list[Role]] = {}
     for user_id, role in rows:
         by_user.setdefault(user_id, []).append(role)
