@@ -76,16 +76,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware = [
         Middleware(SecurityHeadersMiddleware, hsts=settings.cookies_secure),
         Middleware(RequestIdMiddleware),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
-            allow_credentials=settings.refresh_cookie,
-            expose_headers=[REQUEST_ID_HEADER],
-            max_age=600,
-        ),
     ]
+    if settings.cors_origins:  # no origins, no CORS headers: skip the layer altogether
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
+                allow_credentials=settings.refresh_cookie,
+                expose_headers=[REQUEST_ID_HEADER],
+                max_age=600,
+            )
+        )
     if settings.trusted_proxies:
         # Outermost: everything after it, logs and limits included, sees the real client.
         middleware.insert(
