@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check format schema migrate clean
+.PHONY: run test check format schema migrate bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "usergraph needs Python 3.11 or newer")'
@@ -42,6 +42,15 @@ format: $(VENV)/.installed-dev
 
 schema: $(VENV)/.installed-run
 	$(BIN)/usergraph export-schema --output schema.graphql
+
+# The benchmark (bench/run.py): seeds PostgreSQL at DATABASE_URL (default: usergraph_bench on
+# the local server, usergraph_bench_10000 when quick), runs usergraph against the floor app with
+# wrk, prints the table and writes bench/results.json. BENCH_QUICK=1: one short round on 10,000
+# users (under 1.5 minutes). BENCH_ARGS: more options (bench/run.py --help).
+bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || apt-get install -y -q wrk \
+		|| { apt-get update -q && apt-get install -y -q wrk; } || true
+	BENCH_QUICK="$(BENCH_QUICK)" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -10,7 +11,7 @@ import anyio
 import pytest
 from passlib.hash import bcrypt
 
-from usergraph.auth.passwords import HasherBusy, PasswordHasher
+from usergraph.auth.passwords import HASHING_NICENESS, HasherBusy, PasswordHasher
 
 PASSWORD = "correct horse battery staple"
 # Cheap costs: these tests check behaviour, not cost.
@@ -234,3 +235,20 @@ async def test_a_password_no_hash_can_take_is_a_mismatch(hasher: PasswordHasher)
     stored = await hasher.hash(PASSWORD)
     assert not (await hasher.verify("\ud800", stored)).ok
     await hasher.verify_dummy("x")
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Unix feature")
+async def test_hashing_threads_run_at_a_lower_priority(
+    hasher: PasswordHasher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # So that on a busy machine the event loop still gets a core (the loop itself is untouched).
+    seen: list[int] = []
+
+    def record_priority(_password: str) -> str:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return "$argon2id$fake"
+
+    monkeypatch.setattr(hasher._context, "hash", record_priority)
+    await hasher.hash(PASSWORD)
+    assert seen == [max(os.getpriority(os.PRIO_PROCESS, 0), HASHING_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0 or seen[0] > 0

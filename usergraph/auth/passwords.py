@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,6 +33,22 @@ class Verification:
 # Whether the current task holds a place (PasswordHasher.place): its hashing must not take a
 # second one, or a full queue would refuse the work it already let in.
 _holding_place: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
+
+
+# Hashing is batch work and the event loop is not: a hashing thread lowers its own scheduling
+# priority (Linux gives each thread its own nice value, and argon2's lane threads inherit it),
+# so on a busy machine the loop still gets a core when it needs one. Raising it back would need
+# privileges, so the thread keeps the lower priority; only hashing runs in these threads.
+HASHING_NICENESS = 10
+_niced = threading.local()
+
+
+def _in_the_background(function: Callable[..., T], *args: str) -> T:
+    if not getattr(_niced, "done", False):
+        _niced.done = True
+        with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+    return function(*args)
 
 
 class HasherBusy(Exception):
@@ -82,7 +100,9 @@ class PasswordHasher:
 
     async def _run(self, function: Callable[..., T], *args: str) -> T:
         with self.place():
-            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(
+                _in_the_background, function, *args, limiter=self._limiter
+            )
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)
