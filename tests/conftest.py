@@ -129,6 +129,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "argon2_parallelism": 1,
         "password_hash_concurrency": 2,
         "password_hash_queue": 1000,
+        # Freezing would keep every test's garbage for the rest of the session.
+        "gc_freeze": False,
         # Masking is what clients see in production; tests of development's unmasked messages
         # ask for it.
         "expose_internal_errors": False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 from starlette.applications import Starlette
 
@@ -113,3 +114,28 @@ async def test_not_ready_while_the_rate_limit_storage_is_unreachable(
     response = await _get(app, "/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "redis": "unreachable"}
+
+
+async def test_start_up_freezes_what_it_made_when_asked(database_url: str, tmp_path: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        app = create_app(make_settings(database_url, tmp_path))  # tests: gc_freeze off
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() == 0
+        app = create_app(make_settings(database_url, tmp_path, gc_freeze=True))
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("pre_ping", [False, True])
+def test_pre_ping_follows_the_setting(database_url: str, tmp_path: Path, pre_ping: bool) -> None:
+    from usergraph.runtime import build_runtime
+
+    runtime = build_runtime(make_settings(database_url, tmp_path, database_pre_ping=pre_ping))
+    # SQLite connections are files: there is nothing to ping.
+    expected = pre_ping and not database_url.startswith("sqlite")
+    assert runtime.db.engine.pool._pre_ping is expected  # type: ignore[attr-defined]

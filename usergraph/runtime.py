@@ -48,7 +48,11 @@ def token_codec(settings: Settings) -> TokenCodec:
 def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
-        db=Database.connect(settings.database_url, pool_size=settings.database_pool_size),
+        db=Database.connect(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pre_ping=settings.database_pre_ping,
+        ),
         passwords=PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost_kib=settings.argon2_memory_cost_kib,

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         default="usergraph", description="Prefix of every Redis key, to share one database."
     )
     database_pool_size: int = Field(default=10, ge=1)
+    database_pre_ping: bool = Field(
+        default=False,
+        description="Test each pooled connection before use (3 round trips on asyncpg). Off: "
+        "after a database restart the first request on a dead connection fails, and the pool "
+        "drops all its connections.",
+    )
 
     # Access tokens (JWT, HS256) and their keys.
     signing_key: SecretStr | None = Field(
@@ -128,6 +134,11 @@ class Settings(BaseSettings):
     )
     refresh_cookie_name: str = Field(default="usergraph_refresh", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = "INFO"
+    gc_freeze: bool = Field(
+        default=True,
+        description="After start-up, move every object into the collector's permanent "
+        "generation, so full collections skip the schema, models and libraries.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -18,7 +18,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 READ_ONLY = "usergraph_read_only"
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = False) -> AsyncEngine:
     """Return an async engine; SQLite gets foreign keys, WAL and a busy timeout.
 
     hide_parameters: database errors are logged, and their parameters may be password hashes.
@@ -37,7 +37,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         hide_parameters=True,
     )
 
@@ -51,8 +51,8 @@ class Database:
     read_sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def connect(cls, database_url: str, *, pool_size: int = 10) -> Database:
-        engine = create_engine(database_url, pool_size=pool_size)
+    def connect(cls, database_url: str, *, pool_size: int = 10, pre_ping: bool = False) -> Database:
+        engine = create_engine(database_url, pool_size=pool_size, pre_ping=pre_ping)
         reader = engine.execution_options(**_read_options(engine))
         return cls(
             engine=engine,
