@@ -8,7 +8,6 @@ The context never holds a database session: sibling fields resolve concurrently.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from usergraph.auth.tokens import AccessClaims, InvalidAccessToken
 from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders
 from usergraph.db.models import User, UserSession, utcnow
+from usergraph.middleware import ip_or_none
 from usergraph.services.sessions import ClientInfo, SessionPolicy
 from usergraph.services.users import ADMIN_ROLE
 from usergraph.settings import Settings
@@ -95,10 +95,9 @@ class Context:
     def known_viewer(self) -> tuple[bool, Viewer | None]:
         """(True, the viewer) once it has been loaded; (False, None) before."""
         viewer = self._viewer
-        settled = viewer is not None and viewer.done() and not viewer.cancelled()
-        if settled and viewer.exception() is None:  # type: ignore[union-attr]
-            return True, viewer.result()  # type: ignore[union-attr]
-        return False, None
+        if viewer is None or not viewer.done() or viewer.cancelled() or viewer.exception():
+            return False, None
+        return True, viewer.result()
 
     def sign_in(self, user: User, session_id: uuid.UUID, roles: Sequence[str]) -> None:
         """Make a user who just signed in (register, login, refresh) the viewer for the rest of
@@ -170,14 +169,6 @@ def bearer_token(request: Request) -> str | None:
 
 def client_info(request: Request) -> ClientInfo:
     return ClientInfo(
-        ip_address=_ip_or_none(request.client.host if request.client else None),
+        ip_address=ip_or_none(request.client.host if request.client else None),
         user_agent=request.headers.get("user-agent"),
     )
-
-
-def _ip_or_none(host: str | None) -> str | None:
-    """host if it is an ip address. A forwarded hop a proxy passed on may be any text."""
-    try:
-        return str(ipaddress.ip_address(host)) if host else None
-    except ValueError:
-        return None

@@ -18,12 +18,12 @@ REQUEST_ID_HEADER = "x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
-def _printable_ip(host: str | None) -> str:
-    """host if it is an ip address: a forwarded hop may be any text, unfit for a log line."""
+def ip_or_none(host: str | None) -> str | None:
+    """host if it is an ip address: a hop a trusted proxy forwarded may be any text."""
     try:
-        return str(ipaddress.ip_address(host)) if host else "-"
+        return str(ipaddress.ip_address(host)) if host else None
     except ValueError:
-        return "-"
+        return None
 
 
 class RequestIdMiddleware:
@@ -46,7 +46,7 @@ class RequestIdMiddleware:
         # The socket's peer, or the forwarded client when a trusted proxy sent the request
         # (uvicorn's ProxyHeadersMiddleware runs before this one).
         client = scope.get("client")
-        ip_token = client_ip_var.set(_printable_ip(client[0] if client else None))
+        ip_token = client_ip_var.set(ip_or_none(client[0] if client else None) or "-")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
