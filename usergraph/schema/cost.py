@@ -49,7 +49,7 @@ from graphql import (
 )
 
 from usergraph.schema.errors import ErrorCode
-from usergraph.schema.relay import MAX_PAGE_SIZE
+from usergraph.schema.relay import MAX_PAGE_SIZE, page_size_problem
 
 PAGE_SIZE_ARGUMENTS = frozenset({"first", "last"})
 _META_FIELDS = {
@@ -208,11 +208,10 @@ class _Costing:
                 value = int(value)  # JSON may say 20.0; GraphQL's Int accepts it
             # Anything else that is not an int fails to coerce when it runs; null means unset.
             if isinstance(value, int) and not isinstance(value, bool):
-                if not 0 <= value <= MAX_PAGE_SIZE:
+                problem = page_size_problem(name, value)
+                if problem:
                     raise GraphQLError(
-                        f"{name} must be between 0 and {MAX_PAGE_SIZE}.",
-                        argument,
-                        extensions={"code": ErrorCode.BAD_USER_INPUT.value},
+                        problem, argument, extensions={"code": ErrorCode.BAD_USER_INPUT.value}
                     )
                 written[name] = value
         if written:

@@ -105,6 +105,13 @@ def _decode_value(value: Any, kind: type) -> Any:
     return value
 
 
+def page_size_problem(name: str, size: int | None) -> str | None:
+    """Why `first` or `last` (name) cannot be size, or None when it can (or is not given)."""
+    if size is not None and not 0 <= size <= MAX_PAGE_SIZE:
+        return f"{name} must be between 0 and {MAX_PAGE_SIZE}."
+    return None
+
+
 def page_request(
     info: Info[Any, Any],
     *,
@@ -122,8 +129,9 @@ def page_request(
             raise bad_user_input("Give either first or last, not both.")
         first = None
     for name, size in (("first", first), ("last", last)):
-        if size is not None and not 0 <= size <= MAX_PAGE_SIZE:
-            raise bad_user_input(f"{name} must be between 0 and {MAX_PAGE_SIZE}.")
+        problem = page_size_problem(name, size)
+        if problem:
+            raise bad_user_input(problem)
     if first is None and last is None:
         raise bad_user_input("Give first or last.")
     return PageRequest(first=first, after=after, last=last, before=before)
