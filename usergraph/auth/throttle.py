@@ -71,11 +71,6 @@ class Throttle:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
 
-    @property
-    def shared(self) -> bool:
-        """Whether the counters are shared with other processes (Redis)."""
-        return self._pool is not None
-
     async def hit(self, rule: Rule, identifier: str) -> Verdict:
         """Count one attempt; refuse it, uncounted, when the window is already full."""
         item, key = self._items[rule], _key(identifier)

@@ -51,6 +51,11 @@ class RolesByUserIdLoader(_Loader):
         self.known.update(zip(keys, found, strict=True))
         return found
 
+    def prime(self, key: int, value: list[Role]) -> RolesByUserIdLoader:
+        super().prime(key, value)
+        self.known.setdefault(key, value)  # as the cache: an entry already there stays
+        return self
+
     def clear(self, key: int) -> RolesByUserIdLoader:
         self.known.pop(key, None)
         super().clear(key)
@@ -151,7 +156,6 @@ class Loaders:
         self.user_by_id.prime(user.id, user)
         self.session_by_id.prime(user_session.id, user_session)
         self.roles_by_user_id.prime(user.id, roles)
-        self.roles_by_user_id.known[user.id] = roles
         return user, user_session, roles
 
     def forget_user(self, user_id: int) -> None:

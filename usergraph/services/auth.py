@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.auth.passwords import HasherBusy, PasswordHasher
-from usergraph.auth.throttle import Rule, Throttle
+from usergraph.auth.throttle import Rule, Throttle, Verdict
 from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
@@ -51,12 +51,15 @@ def _ip(client: ClientInfo) -> str:
     return client.ip_address or "unknown"
 
 
-async def _count(throttle: Throttle, rule: Rule, client: ClientInfo) -> None:
-    """Count one attempt against the client's ip; raise Throttled if its window is full."""
-    verdict = await throttle.hit(rule, _ip(client))
+def _refuse_unless_allowed(verdict: Verdict, rule: Rule) -> None:
     if not verdict.allowed:
         record("rate_limited", level=logging.WARNING, rule=rule.value)
         raise Throttled(verdict.retry_after, rule.value)
+
+
+async def _count(throttle: Throttle, rule: Rule, client: ClientInfo) -> None:
+    """Count one attempt against the client's ip; raise Throttled if its window is full."""
+    _refuse_unless_allowed(await throttle.hit(rule, _ip(client)), rule)
 
 
 async def register(
@@ -116,10 +119,8 @@ async def login(
     reveal nothing) and against the client's ip. The account's attempt is counted before the
     hash is checked, so concurrent guesses cannot overshoot its limit; a success clears it.
     """
-    ip_verdict = await throttle.check(Rule.LOGIN_IP, _ip(client))
-    if not ip_verdict.allowed:
-        record("rate_limited", level=logging.WARNING, rule=Rule.LOGIN_IP.value)
-        raise Throttled(ip_verdict.retry_after, Rule.LOGIN_IP.value)
+    # Only failures count against the ip (below); here its window is only checked.
+    _refuse_unless_allowed(await throttle.check(Rule.LOGIN_IP, _ip(client)), Rule.LOGIN_IP)
     account = login.strip().lower()
     try:
         if len(password) > MAX_LOGIN_PASSWORD_LENGTH or len(login) > validation.MAX_LOGIN_LENGTH:
