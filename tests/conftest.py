@@ -12,7 +12,7 @@ import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,18 @@ async def _migrate(url: str) -> None:
         await db.dispose()
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A throwaway, migrated database beside TEST_DATABASE_URL's, dropped afterwards."""
+    assert TEST_DATABASE_URL is not None
+    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    try:
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
+
+
 @pytest.fixture(
     scope="session",
     params=[
@@ -109,13 +121,8 @@ def database_url(
         asyncio.run(_migrate(url))
         yield url
         return
-    assert TEST_DATABASE_URL is not None
-    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
-    try:
-        asyncio.run(_migrate(url))
+    with postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
 
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:

@@ -52,7 +52,7 @@ def _wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
 def serve(tmp_path: Path, *, workers: int = 1) -> Iterator[tuple[str, dict[str, str]]]:
     """Migrate a fresh SQLite file and run `usergraph serve` in tmp_path; yield its URL and env."""
     env = _env(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
-    subprocess.run([*CLI, "migrate"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    migrate(tmp_path, env)
     port = _free_port()
     process = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--workers", str(workers)],
@@ -66,12 +66,7 @@ def serve(tmp_path: Path, *, workers: int = 1) -> Iterator[tuple[str, dict[str, 
         _wait_until_ready(base_url, process)
         yield base_url, env
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 def server_env(database_url: str, **variables: str) -> dict[str, str]:

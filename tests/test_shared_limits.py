@@ -11,8 +11,6 @@ Needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL; CI sets both.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -27,14 +25,11 @@ import redis
 from tests.conftest import (
     DEFAULT_PASSWORD,
     TEST_DATABASE_URL,
+    TEST_REDIS_URL,
     TEST_SIGNING_KEY,
-    _create_postgres_database,
-    _drop_postgres_database,
-    _migrate,
+    postgres_database,
 )
 from tests.processes import run_servers, server_env
-
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 pytestmark = [
     pytest.mark.slow,
@@ -123,13 +118,8 @@ def assert_refused(outcome: Outcome, code: str, *, window_seconds: int) -> None:
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     """A throwaway PostgreSQL database for this module, migrated, dropped afterwards."""
-    assert TEST_DATABASE_URL is not None
-    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
-    try:
-        asyncio.run(_migrate(url))
+    with postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
 
 
 @pytest.fixture
