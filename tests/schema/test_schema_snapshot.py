@@ -14,6 +14,7 @@ from usergraph.schema import build_schema
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "schema.graphql"
 CONTRACT = ROOT.parent / "shared" / "design" / "contract.graphql"
+V2_HEADING = "# Contract v2"
 
 
 def test_snapshot_is_up_to_date() -> None:
@@ -27,9 +28,35 @@ def test_no_breaking_changes_against_the_snapshot() -> None:
     assert find_breaking_changes(old, build_schema()._schema) == []
 
 
-@pytest.mark.skipif(not CONTRACT.exists(), reason=f"{CONTRACT} is not checked out beside the repo")
+def contract_sdl(*, through_v2: bool) -> str:
+    """The contract's SDL: everything, or only what comes before its "Contract v2" section."""
+    text = CONTRACT.read_text()
+    if through_v2:
+        return text
+    return text[: text.rindex("# ====", 0, text.index(V2_HEADING))]
+
+
+needs_contract = pytest.mark.skipif(
+    not CONTRACT.exists(), reason=f"{CONTRACT} is not checked out beside the repo"
+)
+
+
+@needs_contract
 def test_schema_contains_the_contract() -> None:
-    contract = parse_sdl(CONTRACT.read_text())
+    contract = parse_sdl(contract_sdl(through_v2=False))
+    ours = build_schema()._schema
+    assert find_breaking_changes(contract, ours) == []
+    assert find_dangerous_changes(contract, ours) == []
+
+
+@needs_contract
+@pytest.mark.xfail(
+    strict=True,
+    reason="Contract v2 (email verification, reset, email change, second factors) is issues 9 "
+    "and 10, not built yet; strict: this fails once it is, and the mark must go",
+)
+def test_schema_contains_contract_v2() -> None:
+    contract = parse_sdl(contract_sdl(through_v2=True))
     ours = build_schema()._schema
     assert find_breaking_changes(contract, ours) == []
     assert find_dangerous_changes(contract, ours) == []
