@@ -8,7 +8,7 @@ from tests.conftest import DEFAULT_PASSWORD, GraphQL
 from usergraph.auth.throttle import Throttle
 from usergraph.runtime import Runtime
 from usergraph.services import auth
-from usergraph.services.errors import Code, Rejected
+from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import ClientInfo, SignedIn
 
 # --- GraphQL over HTTP -------------------------------------------------------------------
@@ -90,7 +90,7 @@ async def refresh_codes(gql: GraphQL, refresh_token: str) -> list[str]:
 CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
 
 
-def codes_and_fields(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
+def codes_and_fields(exc: Rejected) -> list[tuple[ProblemCode, tuple[str, ...]]]:
     """The (code, field) of each problem of a refusal."""
     return [(problem.code, problem.field) for problem in exc.problems]
 

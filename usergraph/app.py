@@ -16,6 +16,7 @@ from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from usergraph.db.migrate import current_revision, head_revision
+from usergraph.guards import schema_extensions
 from usergraph.http import GraphQLApp
 from usergraph.middleware import (
     REQUEST_ID_HEADER,
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await runtime.close()
 
     graphql = GraphQLApp(
-        build_schema(settings),
+        build_schema(settings, extensions=schema_extensions(settings)),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
     )
     middleware = [

@@ -1,15 +1,16 @@
 """The per-request context: who is asking, and fresh loaders.
 
-The bearer token is decoded only when a field needs it, and the viewer (the signed-in user,
-checked against their session) is loaded through the dataloaders at most once per request.
-The context never holds a database session: sibling fields resolve concurrently.
+get_context builds it for each request. The bearer token is decoded only when a field needs
+it, and the viewer (the signed-in user, checked against their session) is loaded through the
+dataloaders at most once per request. The context holds the process's Runtime, never a database
+session: sibling fields resolve concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,40 +18,29 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from usergraph.auth.passwords import PasswordHasher
-from usergraph.auth.throttle import Throttle
 from usergraph.auth.tokens import AccessClaims, InvalidAccessToken
-from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders
 from usergraph.db.models import User, UserSession, utcnow
-from usergraph.middleware import ip_or_none
-from usergraph.services.sessions import ClientInfo, SessionPolicy
-from usergraph.services.users import ADMIN_ROLE
-from usergraph.settings import Settings
+from usergraph.runtime import Runtime
+from usergraph.services.access import Actor
+from usergraph.services.sessions import ClientInfo
 
 MAX_AUTHORIZATION_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class Viewer:
+class Viewer(Actor):
+    """The signed-in user of a request, in the session their access token names."""
+
     user: User
     session_id: uuid.UUID
-    roles: frozenset[str]
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
 
 
 @dataclass(eq=False)
 class Context:
     request: Request
     response: Response
-    settings: Settings
-    db: Database
-    passwords: PasswordHasher
-    policy: SessionPolicy
-    throttle: Throttle
+    runtime: Runtime
     loaders: Loaders
     request_id: str
     client: ClientInfo
@@ -67,7 +57,8 @@ class Context:
             self._claims_decoded = True
             if self.bearer_token:
                 try:
-                    self._claims = self.policy.tokens.decode_access_token(self.bearer_token)
+                    tokens = self.runtime.policy.tokens
+                    self._claims = tokens.decode_access_token(self.bearer_token)
                 except InvalidAccessToken:
                     self._claims = None
         return self._claims
@@ -88,12 +79,13 @@ class Context:
         user, user_session, roles = found
         if not _is_live(user, user_session):
             return None
-        return Viewer(
-            user=user, session_id=claims.session_id, roles=frozenset(r.name for r in roles)
-        )
+        return _viewer(user, claims.session_id, (role.name for role in roles))
 
     def known_viewer(self) -> tuple[bool, Viewer | None]:
-        """(True, the viewer) once it has been loaded; (False, None) before."""
+        """(True, the viewer) once it has been loaded; (False, None) before.
+
+        One of the fast paths of usergraph.db.loaders ("Answering without awaiting").
+        """
         viewer = self._viewer
         if viewer is None or not viewer.done() or viewer.cancelled() or viewer.exception():
             return False, None
@@ -103,7 +95,7 @@ class Context:
         """Make a user who just signed in (register, login, refresh) the viewer for the rest of
         this request, so the payload shows them their own private fields."""
         viewer: asyncio.Future[Viewer | None] = asyncio.get_running_loop().create_future()
-        viewer.set_result(Viewer(user=user, session_id=session_id, roles=frozenset(roles)))
+        viewer.set_result(_viewer(user, session_id, roles))
         self._viewer = viewer
         self._signed_in_session = session_id
 
@@ -121,30 +113,40 @@ class Context:
     # Cookie mode (USERGRAPH_REFRESH_COOKIE): the refresh token also travels as an HttpOnly
     # cookie that only the GraphQL path receives, so browser code never has to hold it.
 
+    def refresh_token(self, sent: str | None) -> str | None:
+        """The refresh token the client sent in the input, else the cookie's (cookie mode)."""
+        return sent or self.refresh_token_cookie()
+
     def refresh_token_cookie(self) -> str | None:
         """The refresh token from the cookie, in cookie mode; else None."""
-        if not self.settings.refresh_cookie:
+        settings = self.runtime.settings
+        if not settings.refresh_cookie:
             return None
-        return self.request.cookies.get(self.settings.refresh_cookie_name) or None
+        return self.request.cookies.get(settings.refresh_cookie_name) or None
 
     def set_refresh_token_cookie(self, token: str, expires_at: datetime) -> None:
-        if self.settings.refresh_cookie:
+        if self.runtime.settings.refresh_cookie:
             max_age = max(0, int((expires_at - utcnow()).total_seconds()))
             self.response.set_cookie(value=token, max_age=max_age, **self._cookie_attributes())
 
     def clear_refresh_token_cookie(self) -> None:
         # Same name, path and flags as when it was set, or browsers keep the old one.
-        if self.settings.refresh_cookie:
+        if self.runtime.settings.refresh_cookie:
             self.response.delete_cookie(**self._cookie_attributes())
 
     def _cookie_attributes(self) -> dict[str, Any]:
+        settings = self.runtime.settings
         return {
-            "key": self.settings.refresh_cookie_name,
+            "key": settings.refresh_cookie_name,
             "path": self.request.url.path,
-            "secure": self.settings.cookies_secure,
+            "secure": settings.cookies_secure,
             "httponly": True,
             "samesite": "strict",
         }
+
+
+def _viewer(user: User, session_id: uuid.UUID, roles: Iterable[str]) -> Viewer:
+    return Viewer(user_id=user.id, roles=frozenset(roles), user=user, session_id=session_id)
 
 
 def _is_live(user: User | None, user_session: UserSession | None) -> bool:
@@ -167,8 +169,17 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def client_info(request: Request) -> ClientInfo:
-    return ClientInfo(
-        ip_address=ip_or_none(request.client.host if request.client else None),
-        user_agent=request.headers.get("user-agent"),
+def get_context(request: Request, response: Response) -> Context:
+    """The context of one request to the GraphQL view (RequestIdMiddleware has run)."""
+    runtime: Runtime = request.app.state.runtime
+    return Context(
+        request=request,
+        response=response,
+        runtime=runtime,
+        loaders=Loaders.create(runtime.db.read_sessionmaker),
+        request_id=request.state.request_id,
+        client=ClientInfo(
+            ip_address=request.state.client_ip, user_agent=request.headers.get("user-agent")
+        ),
+        bearer_token=bearer_token(request),
     )

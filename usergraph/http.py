@@ -1,4 +1,4 @@
-"""GraphQL over HTTP: the Strawberry view, its context and how results become responses.
+"""GraphQL over HTTP: the Strawberry view and how results become responses.
 
 The view follows the GraphQL-over-HTTP spec (graphql.github.io/graphql-over-http):
 - The response is application/graphql-response+json or application/json, chosen by the
@@ -30,12 +30,10 @@ from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
-from usergraph.context import Context, bearer_token, client_info
-from usergraph.db.loaders import Loaders
-from usergraph.runtime import Runtime
+from usergraph.context import Context, get_context
+from usergraph.guards.masking import coded_errors
+from usergraph.guards.text import NUL_MESSAGE
 from usergraph.schema.errors import ErrorCode
-from usergraph.schema.extensions import with_code
-from usergraph.schema.text import NUL_MESSAGE
 
 APPLICATION_JSON = "application/json"
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -87,7 +85,7 @@ def _parameter(params: dict[str, Any], name: str, kind: type, what: str) -> Any:
 
 # JSON may escape UTF-16 surrogates ("\\ud83d\\ude00"); a pair decodes to one character, but a
 # lone one becomes a Python string that no UTF-8 codec (database, hasher) accepts. It may also
-# escape NUL, which PostgreSQL cannot store (usergraph.schema.text). Only a body holding such an
+# escape NUL, which PostgreSQL cannot store (usergraph.guards.text). Only a body holding such an
 # escape is walked.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
@@ -212,20 +210,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         assert isinstance(request, Request) and isinstance(response, Response)
-        runtime: Runtime = request.app.state.runtime
-        return Context(
-            request=request,
-            response=response,
-            settings=runtime.settings,
-            db=runtime.db,
-            passwords=runtime.passwords,
-            policy=runtime.policy,
-            throttle=runtime.throttle,
-            loaders=Loaders.create(runtime.db.read_sessionmaker),
-            request_id=request.state.request_id,
-            client=client_info(request),
-            bearer_token=bearer_token(request),
-        )
+        return get_context(request, response)
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -240,9 +225,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if result.errors:
             request_id = getattr(request.state, "request_id", None)
             expose = request.app.state.runtime.settings.internal_errors_exposed
-            result.errors = [
-                with_code(error, request_id, expose_internal=expose) for error in result.errors
-            ]
+            result.errors = coded_errors(result.errors, request_id, expose_internal=expose)
         response = process_result(result)
         if failed_before_execution:
             del response["data"]

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id for every request, security headers on every response."""
+"""ASGI middleware: a request id and the client's ip for every request, security headers on
+every response. Both ride in the request's state (request.state.request_id, .client_ip)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def ip_or_none(host: str | None) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Take a sane X-Request-ID from the client or make one; echo it on the response."""
+    """Take a sane X-Request-ID from the client or make one; echo it on the response. Note the
+    client's ip, if it is one, for the sessions and the log lines."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -41,12 +43,14 @@ class RequestIdMiddleware:
             "",
         )
         request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        token = request_id_var.set(request_id)
         # The socket's peer, or the forwarded client when a trusted proxy sent the request
         # (uvicorn's ProxyHeadersMiddleware runs before this one).
         client = scope.get("client")
-        ip_token = client_ip_var.set(ip_or_none(client[0] if client else None) or "-")
+        client_ip = ip_or_none(client[0] if client else None)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_ip"] = request_id, client_ip
+        token = request_id_var.set(request_id)
+        ip_token = client_ip_var.set(client_ip or "-")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from graphql import GraphQLError, GraphQLSchema, parse
 
+from usergraph.guards.cost import query_cost
 from usergraph.schema import build_schema
-from usergraph.schema.cost import query_cost
 from usergraph.schema.relay import MAX_PAGE_SIZE
 
 

@@ -219,7 +219,7 @@ async def test_user_sessions_bad_page_arguments(
     [error] = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     if before_execution:
-        # Page sizes are checked with the query cost (usergraph.schema.limits), before anything
+        # Page sizes are checked with the query cost (usergraph.guards.limits), before anything
         # runs: no data and no path.
         assert body.get("data") is None
         assert "path" not in error

@@ -287,7 +287,7 @@ async def test_users_bad_page_size_is_bad_user_input(
 async def test_users_page_size_out_of_range_is_refused_before_execution(
     gql: GraphQL, admin: Account, variables: dict[str, Any]
 ) -> None:
-    # Checked with the query cost (usergraph.schema.limits): no data and no path.
+    # Checked with the query cost (usergraph.guards.limits): no data and no path.
     body = await gql(USERS, variables, token=admin.access_token)
     assert body.get("data") is None
     [error] = body["errors"]

@@ -19,8 +19,8 @@ from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db.models import RefreshToken, User, UserSession
 from usergraph.runtime import Runtime
-from usergraph.services import auth
-from usergraph.services.errors import Code, Rejected, Throttled
+from usergraph.services import passwords, sessions
+from usergraph.services.errors import ProblemCode, Rejected, Throttled
 from usergraph.services.sessions import SignedIn
 from usergraph.services.users import create_user
 
@@ -31,7 +31,7 @@ async def refresh(runtime: Runtime, token: str, *, grace: timedelta | None = Non
     policy = runtime.policy
     if grace is not None:
         policy = dataclasses.replace(policy, reuse_grace=grace)
-    return await auth.refresh(
+    return await sessions.refresh(
         db=runtime.db, policy=policy, throttle=runtime.throttle, refresh_token=token, client=CLIENT
     )
 
@@ -91,14 +91,14 @@ async def test_register_email_taken_in_another_case(runtime: Runtime) -> None:
     await sign_up(runtime, "ann", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
         await sign_up(runtime, "ann2", email="ANN@Example.com")
-    assert codes_and_fields(caught.value) == [(Code.EMAIL_TAKEN, ("input", "email"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.EMAIL_TAKEN, ("input", "email"))]
 
 
 async def test_register_username_taken(runtime: Runtime) -> None:
     await sign_up(runtime, "ann", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
         await sign_up(runtime, "ANN", email="other@example.com")
-    assert codes_and_fields(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.USERNAME_TAKEN, ("input", "username"))]
 
 
 async def test_register_email_and_username_taken_together(runtime: Runtime) -> None:
@@ -106,8 +106,8 @@ async def test_register_email_and_username_taken_together(runtime: Runtime) -> N
     with pytest.raises(Rejected) as caught:
         await sign_up(runtime, "ann", email="ann@example.com")
     assert codes_and_fields(caught.value) == [
-        (Code.EMAIL_TAKEN, ("input", "email")),
-        (Code.USERNAME_TAKEN, ("input", "username")),
+        (ProblemCode.EMAIL_TAKEN, ("input", "email")),
+        (ProblemCode.USERNAME_TAKEN, ("input", "username")),
     ]
 
 
@@ -117,10 +117,10 @@ async def test_register_reports_every_problem_at_once(runtime: Runtime) -> None:
             runtime, "9lives", email="not-an-email", password="password123", display_name="a\x00"
         )
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_EMAIL, ("input", "email")),
-        (Code.INVALID_USERNAME, ("input", "username")),
-        (Code.WEAK_PASSWORD, ("input", "password")),
-        (Code.INVALID_INPUT, ("input", "displayName")),
+        (ProblemCode.INVALID_EMAIL, ("input", "email")),
+        (ProblemCode.INVALID_USERNAME, ("input", "username")),
+        (ProblemCode.WEAK_PASSWORD, ("input", "password")),
+        (ProblemCode.INVALID_INPUT, ("input", "displayName")),
     ]
     async with runtime.db.sessionmaker() as s:
         assert await s.scalar(select(func.count()).select_from(User)) == 0
@@ -129,7 +129,7 @@ async def test_register_reports_every_problem_at_once(runtime: Runtime) -> None:
 async def test_register_refuses_password_equal_to_username(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
         await sign_up(runtime, "longusername", password="LongUsername")
-    assert codes_and_fields(caught.value) == [(Code.WEAK_PASSWORD, ("input", "password"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.WEAK_PASSWORD, ("input", "password"))]
 
 
 async def test_concurrent_registrations_with_one_email_make_one_account(
@@ -148,7 +148,7 @@ async def test_concurrent_registrations_with_one_email_make_one_account(
     assert len(losers) == 49
     for loser in losers:
         assert isinstance(loser, Rejected), repr(loser)
-        assert codes_and_fields(loser) == [(Code.EMAIL_TAKEN, ("input", "email"))]
+        assert codes_and_fields(loser) == [(ProblemCode.EMAIL_TAKEN, ("input", "email"))]
     async with runtime.db.sessionmaker() as s:
         users = list(await s.scalars(select(User)))
         sessions = await s.scalar(select(func.count()).select_from(UserSession))
@@ -168,7 +168,7 @@ async def test_concurrent_registrations_with_one_username_make_one_account(
     assert len(winners) == 1
     for loser in losers:
         assert isinstance(loser, Rejected), repr(loser)
-        assert codes_and_fields(loser) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+        assert codes_and_fields(loser) == [(ProblemCode.USERNAME_TAKEN, ("input", "username"))]
 
 
 # --- login -------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ async def test_wrong_password_and_unknown_login_answer_alike(runtime: Runtime) -
         answers.append(caught.value)
     assert {answer.problems for answer in answers} == {answers[0].problems}
     (problem,) = answers[0].problems
-    assert problem.code == Code.INVALID_CREDENTIALS
+    assert problem.code == ProblemCode.INVALID_CREDENTIALS
     assert problem.field == ()
     assert "ann" not in problem.message.lower()
 
@@ -250,7 +250,7 @@ async def test_overlong_credentials_are_refused(
     await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, login_as, password)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
 
 
 async def _disable(runtime: Runtime, user_id: int) -> None:
@@ -263,7 +263,7 @@ async def test_disabled_account_with_correct_password(runtime: Runtime) -> None:
     await _disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann")
-    assert codes_and_fields(caught.value) == [(Code.ACCOUNT_DISABLED, ())]
+    assert codes_and_fields(caught.value) == [(ProblemCode.ACCOUNT_DISABLED, ())]
 
 
 async def test_disabled_account_with_wrong_password_reveals_nothing(runtime: Runtime) -> None:
@@ -271,7 +271,7 @@ async def test_disabled_account_with_wrong_password_reveals_nothing(runtime: Run
     await _disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann", "not the right password")
-    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
 
 
 async def test_login_rehashes_a_hash_with_other_argon2_costs(runtime: Runtime) -> None:
@@ -369,7 +369,7 @@ async def test_reused_token_within_grace_is_only_refused(runtime: Runtime) -> No
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, first.refresh_token, grace=timedelta(minutes=5))
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
     # The session lives on: the newest token still works.
     assert (await refresh(runtime, second.refresh_token)).session_id == first.session_id
@@ -385,7 +385,7 @@ async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime)
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, first.refresh_token, grace=timedelta(0))
     assert codes_and_fields(caught.value) == [
-        (Code.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))
+        (ProblemCode.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))
     ]
 
     user_session = await stored_session(runtime, first.session_id)
@@ -395,7 +395,7 @@ async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime)
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, third.refresh_token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
     # ...but the user's other sessions are untouched.
     assert (await refresh(runtime, other_device.refresh_token)).session_id == (
@@ -415,7 +415,7 @@ async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -
         if not isinstance(result, SignedIn):
             assert isinstance(result, Rejected), repr(result)
             assert codes_and_fields(result) == [
-                (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+                (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
             ]
     assert (await refresh(runtime, winners[0].refresh_token)).session_id == first.session_id
 
@@ -436,7 +436,7 @@ async def test_refresh_with_a_bad_token(runtime: Runtime, token: str) -> None:
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
 
 
@@ -445,7 +445,7 @@ async def test_refresh_with_the_stored_hash_instead_of_the_token(runtime: Runtim
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, hash_refresh_token(signed_in.refresh_token))
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
 
 
@@ -455,7 +455,7 @@ async def test_refresh_for_a_disabled_account_is_refused(runtime: Runtime) -> No
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, signed_in.refresh_token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
 
 
@@ -470,7 +470,7 @@ async def test_expired_refresh_token_is_refused(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, signed_in.refresh_token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
 
 
@@ -485,7 +485,7 @@ async def change_password(
     new: str = NEW_PASSWORD,
     throttle: Throttle | None = None,
 ) -> User:
-    return await auth.change_password(
+    return await passwords.change_password(
         db=runtime.db,
         passwords=runtime.passwords,
         throttle=throttle or runtime.throttle,
@@ -501,7 +501,7 @@ async def test_change_password_with_the_wrong_current_password(runtime: Runtime)
     with pytest.raises(Rejected) as caught:
         await change_password(runtime, signed_in, current="not the right password")
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_CREDENTIALS, ("input", "currentPassword"))
+        (ProblemCode.INVALID_CREDENTIALS, ("input", "currentPassword"))
     ]
     # Nothing changed.
     await sign_in(runtime, "ann", DEFAULT_PASSWORD)
@@ -512,7 +512,7 @@ async def test_change_password_to_a_weak_one(runtime: Runtime, weak: str) -> Non
     signed_in = await sign_up(runtime, "ann_lee", email="ann@example.com")
     with pytest.raises(Rejected) as caught:
         await change_password(runtime, signed_in, new=weak)
-    assert codes_and_fields(caught.value) == [(Code.WEAK_PASSWORD, ("input", "newPassword"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.WEAK_PASSWORD, ("input", "newPassword"))]
 
 
 async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> None:
@@ -526,7 +526,7 @@ async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> Non
     with pytest.raises(Rejected) as caught:
         await refresh(runtime, other.refresh_token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
     assert (await stored_session(runtime, other.session_id)).revoked_reason == "password_changed"
     assert (await refresh(runtime, current.refresh_token)).session_id == current.session_id
@@ -534,7 +534,7 @@ async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> Non
 
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann", DEFAULT_PASSWORD)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_CREDENTIALS, ())]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
     assert (await sign_in(runtime, "ann", NEW_PASSWORD)).user.id == current.user.id
 
 
@@ -545,22 +545,25 @@ async def test_wrong_current_passwords_lock_the_account(runtime: Runtime) -> Non
     for _ in range(2):
         with pytest.raises(Rejected) as caught:
             await change_password(runtime, signed_in, current="guess", throttle=throttle)
-        assert [p.code for p in caught.value.problems] == [Code.INVALID_CREDENTIALS]
+        assert [p.code for p in caught.value.problems] == [ProblemCode.INVALID_CREDENTIALS]
     with pytest.raises(Rejected) as caught:
         await change_password(runtime, signed_in, throttle=throttle)  # even the right one
     [problem] = caught.value.problems
-    assert (problem.code, problem.field) == (Code.ACCOUNT_LOCKED, ("input", "currentPassword"))
+    assert (problem.code, problem.field) == (
+        ProblemCode.ACCOUNT_LOCKED,
+        ("input", "currentPassword"),
+    )
     assert problem.retry_after is not None and 0 < problem.retry_after <= 900
     # The same counter guards login by username.
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann", throttle=throttle)
-    assert [p.code for p in caught.value.problems] == [Code.ACCOUNT_LOCKED]
+    assert [p.code for p in caught.value.problems] == [ProblemCode.ACCOUNT_LOCKED]
     await throttle.close()
 
 
 async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
-        await auth.change_password(
+        await passwords.change_password(
             db=runtime.db,
             passwords=runtime.passwords,
             throttle=runtime.throttle,
@@ -569,7 +572,7 @@ async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:
             current_password=DEFAULT_PASSWORD,
             new_password=NEW_PASSWORD,
         )
-    assert [problem.code for problem in caught.value.problems] == [Code.NOT_FOUND]
+    assert [problem.code for problem in caught.value.problems] == [ProblemCode.NOT_FOUND]
 
 
 async def test_attempts_refused_as_busy_are_not_counted(

@@ -7,10 +7,11 @@ import uuid
 import pytest
 
 from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
-from usergraph.db.models import UserSession, utcnow
+from usergraph.db.models import ADMIN_ROLE, UserSession, utcnow
 from usergraph.runtime import Runtime
-from usergraph.services import auth, sessions
-from usergraph.services.errors import Code, Rejected
+from usergraph.services import sessions
+from usergraph.services.access import Actor
+from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import SignedIn
 
 
@@ -23,7 +24,7 @@ async def is_open(runtime: Runtime, session_id: uuid.UUID) -> bool:
 
 async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
     try:
-        await auth.refresh(
+        await sessions.refresh(
             db=runtime.db,
             policy=runtime.policy,
             throttle=runtime.throttle,
@@ -31,7 +32,9 @@ async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
             client=CLIENT,
         )
     except Rejected as exc:
-        assert codes_and_fields(exc) == [(Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))]
+        assert codes_and_fields(exc) == [
+            (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        ]
         return False
     return True
 
@@ -57,7 +60,7 @@ async def test_logout_by_refresh_token_ends_that_session(runtime: Runtime) -> No
 
 async def test_logout_by_an_already_rotated_refresh_token(runtime: Runtime) -> None:
     phone = await sign_up(runtime, "ann")
-    rotated = await auth.refresh(
+    rotated = await sessions.refresh(
         db=runtime.db,
         policy=runtime.policy,
         throttle=runtime.throttle,
@@ -76,7 +79,7 @@ async def test_logout_by_an_unknown_refresh_token(runtime: Runtime, token: str) 
     with pytest.raises(Rejected) as caught:
         await sessions.logout_by_refresh_token(db=runtime.db, refresh_token=token)
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]
     assert await is_open(runtime, phone.session_id)
 
@@ -131,7 +134,7 @@ async def test_revoke_own_session(runtime: Runtime) -> None:
     ann = await sign_up(runtime, "ann")
     other = await sign_in(runtime, "ann")
     revoked = await sessions.revoke_session(
-        db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=other.session_id
+        db=runtime.db, actor=Actor(ann.user.id, frozenset()), session_id=other.session_id
     )
     assert revoked.id == other.session_id
     assert revoked.revoked_at is not None
@@ -142,7 +145,7 @@ async def test_revoke_own_session(runtime: Runtime) -> None:
 
     # Revoking again changes nothing and still answers with the session.
     again = await sessions.revoke_session(
-        db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=other.session_id
+        db=runtime.db, actor=Actor(ann.user.id, frozenset()), session_id=other.session_id
     )
     assert again.revoked_at == revoked.revoked_at
 
@@ -152,16 +155,16 @@ async def test_revoke_someone_elses_session_is_not_found(runtime: Runtime) -> No
     bob = await sign_up(runtime, "bob")
     with pytest.raises(Rejected) as someone_elses:
         await sessions.revoke_session(
-            db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=bob.session_id
+            db=runtime.db, actor=Actor(ann.user.id, frozenset()), session_id=bob.session_id
         )
-    assert codes_and_fields(someone_elses.value) == [(Code.NOT_FOUND, ("input", "id"))]
+    assert codes_and_fields(someone_elses.value) == [(ProblemCode.NOT_FOUND, ("input", "id"))]
     assert await is_open(runtime, bob.session_id)
     assert await refresh_works(runtime, bob)
 
     # The same answer as for a session that does not exist.
     with pytest.raises(Rejected) as missing:
         await sessions.revoke_session(
-            db=runtime.db, actor_id=ann.user.id, actor_is_admin=False, session_id=uuid.uuid4()
+            db=runtime.db, actor=Actor(ann.user.id, frozenset()), session_id=uuid.uuid4()
         )
     assert missing.value.problems == someone_elses.value.problems
 
@@ -170,7 +173,9 @@ async def test_admin_revokes_someone_elses_session(runtime: Runtime) -> None:
     admin = await sign_up(runtime, "root")
     bob = await sign_up(runtime, "bob")
     revoked = await sessions.revoke_session(
-        db=runtime.db, actor_id=admin.user.id, actor_is_admin=True, session_id=bob.session_id
+        db=runtime.db,
+        actor=Actor(admin.user.id, frozenset({ADMIN_ROLE})),
+        session_id=bob.session_id,
     )
     assert revoked.user_id == bob.user.id
     assert not await is_open(runtime, bob.session_id)

@@ -18,10 +18,10 @@ from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.keyset import Page, PageRequest
 from usergraph.db.models import User, utcnow
-from usergraph.db.users import UserFilter, UserOrderField, user_sort_key
+from usergraph.db.users import UserFilter, UserOrderColumn, user_sort_key
 from usergraph.runtime import Runtime
-from usergraph.services import auth, users
-from usergraph.services.errors import Code, Rejected
+from usergraph.services import auth, sessions, users
+from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.users import KEEP
 
 
@@ -128,7 +128,7 @@ async def test_update_profile_username_taken(runtime: Runtime) -> None:
         await users.update_profile(
             db=runtime.db, user_id=ann.id, username="Bob", display_name="Someone"
         )
-    assert codes_and_fields(caught.value) == [(Code.USERNAME_TAKEN, ("input", "username"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.USERNAME_TAKEN, ("input", "username"))]
     stored = await stored_user(runtime, ann.id)
     assert (stored.username, stored.display_name) == ("ann", "Ann Lee")
 
@@ -140,15 +140,15 @@ async def test_update_profile_reports_every_invalid_field(runtime: Runtime) -> N
             db=runtime.db, user_id=ann.id, display_name="x" * 101, username="no"
         )
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_INPUT, ("input", "displayName")),
-        (Code.INVALID_USERNAME, ("input", "username")),
+        (ProblemCode.INVALID_INPUT, ("input", "displayName")),
+        (ProblemCode.INVALID_USERNAME, ("input", "username")),
     ]
 
 
 async def test_update_profile_of_an_unknown_user(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
         await users.update_profile(db=runtime.db, user_id=987_654, display_name="x")
-    assert [problem.code for problem in caught.value.problems] == [Code.NOT_FOUND]
+    assert [problem.code for problem in caught.value.problems] == [ProblemCode.NOT_FOUND]
 
 
 # --- set_user_roles ----------------------------------------------------------------------
@@ -176,8 +176,8 @@ async def test_set_user_roles_unknown_role(runtime: Runtime) -> None:
             role_names=["user", "wizard", "admin", "king"],
         )
     assert codes_and_fields(caught.value) == [
-        (Code.INVALID_INPUT, ("input", "roles", "1")),
-        (Code.INVALID_INPUT, ("input", "roles", "3")),
+        (ProblemCode.INVALID_INPUT, ("input", "roles", "1")),
+        (ProblemCode.INVALID_INPUT, ("input", "roles", "3")),
     ]
     assert await role_names(runtime, bob.id) == ["user"]
 
@@ -188,7 +188,7 @@ async def test_set_user_roles_of_an_unknown_user(runtime: Runtime) -> None:
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=987_654, role_names=["user"]
         )
-    assert codes_and_fields(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.NOT_FOUND, ("input", "userId"))]
 
 
 async def test_last_active_admin_keeps_the_admin_role(runtime: Runtime) -> None:
@@ -197,7 +197,7 @@ async def test_last_active_admin_keeps_the_admin_role(runtime: Runtime) -> None:
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
         )
-    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
     assert await role_names(runtime, root.id) == ["admin", "user"]
 
 
@@ -210,7 +210,7 @@ async def test_a_disabled_admin_does_not_count_as_another_admin(runtime: Runtime
         await users.set_user_roles(
             db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
         )
-    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
 
 
 async def test_admin_role_can_go_when_another_active_admin_remains(runtime: Runtime) -> None:
@@ -270,7 +270,7 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
 
     refused = [result for result in results if isinstance(result, Rejected)]
     assert len(refused) == 1, results
-    assert codes_and_fields(refused[0]) == [(Code.INVALID_INPUT, ("input", "userId"))]
+    assert codes_and_fields(refused[0]) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
     admins_left = [
         user.username
         for user in [await stored_user(runtime, alice.id), await stored_user(runtime, bob.id)]
@@ -305,14 +305,16 @@ async def test_disabling_an_account_ends_its_sessions(runtime: Runtime) -> None:
     assert await open_session_count(runtime, bob.user.id) == 0
     assert await open_session_count(runtime, carol.user.id) == 1
     with pytest.raises(Rejected) as caught:
-        await auth.refresh(
+        await sessions.refresh(
             db=runtime.db,
             policy=runtime.policy,
             throttle=runtime.throttle,
             refresh_token=bob.refresh_token,
             client=CLIENT,
         )
-    assert [problem.code for problem in caught.value.problems] == [Code.INVALID_REFRESH_TOKEN]
+    assert [problem.code for problem in caught.value.problems] == [
+        ProblemCode.INVALID_REFRESH_TOKEN
+    ]
 
     enabled = await users.set_user_active(
         db=runtime.db, actor_id=root.id, user_id=bob.user.id, active=True
@@ -326,7 +328,7 @@ async def test_you_cannot_disable_yourself(runtime: Runtime) -> None:
     await create(runtime, "other", admin=True)
     with pytest.raises(Rejected) as caught:
         await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=root.id, active=False)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, ("input", "active"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "active"))]
     assert (await stored_user(runtime, root.id)).is_active
 
 
@@ -334,7 +336,7 @@ async def test_set_user_active_of_an_unknown_user(runtime: Runtime) -> None:
     root = await create(runtime, "root", admin=True)
     with pytest.raises(Rejected) as caught:
         await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=987_654, active=False)
-    assert codes_and_fields(caught.value) == [(Code.NOT_FOUND, ("input", "userId"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.NOT_FOUND, ("input", "userId"))]
 
 
 # --- list_users --------------------------------------------------------------------------
@@ -344,7 +346,7 @@ async def page(
     runtime: Runtime,
     request: PageRequest,
     *,
-    order_field: UserOrderField = "username",
+    order_column: UserOrderColumn = "username",
     descending: bool = False,
     user_filter: UserFilter | None = None,
 ) -> Page[User]:
@@ -352,7 +354,7 @@ async def page(
         db=runtime.db,
         request=request,
         user_filter=user_filter or UserFilter(),
-        order_field=order_field,
+        order_column=order_column,
         descending=descending,
     )
 
@@ -414,7 +416,7 @@ async def test_list_users_by_created_at_breaks_ties_by_id(runtime: Runtime) -> N
     seen: list[str] = []
     request = PageRequest(first=2)
     while True:
-        found = await page(runtime, request, order_field="created_at")
+        found = await page(runtime, request, order_column="created_at")
         assert all(user.created_at == same_instant for user in found.items)
         seen += names(found)
         if not found.has_next_page:
@@ -425,7 +427,7 @@ async def test_list_users_by_created_at_breaks_ties_by_id(runtime: Runtime) -> N
     seen = []
     request = PageRequest(last=2)
     while True:
-        found = await page(runtime, request, order_field="created_at")
+        found = await page(runtime, request, order_column="created_at")
         seen = names(found) + seen
         if not found.has_previous_page:
             break

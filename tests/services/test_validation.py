@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from usergraph.services.errors import Code, Problem, Rejected
+from usergraph.services.errors import Problem, ProblemCode, Rejected
 from usergraph.services.validation import (
     MAX_DISPLAY_NAME_LENGTH,
     MAX_EMAIL_LENGTH,
@@ -22,7 +22,7 @@ FIELD = ("input", "x")
 STRONG = "correct horse battery staple"
 
 
-def codes_and_fields(exc: Rejected) -> list[tuple[Code, tuple[str, ...]]]:
+def codes_and_fields(exc: Rejected) -> list[tuple[ProblemCode, tuple[str, ...]]]:
     return [(problem.code, problem.field) for problem in exc.problems]
 
 
@@ -66,7 +66,7 @@ def test_email_key_ignores_case() -> None:
 def test_clean_email_rejects_junk(junk: str) -> None:
     with pytest.raises(Rejected) as caught:
         clean_email(junk, *FIELD)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_EMAIL, FIELD)]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_EMAIL, FIELD)]
 
 
 def test_clean_email_rejects_too_long() -> None:
@@ -75,7 +75,7 @@ def test_clean_email_rejects_too_long() -> None:
     assert len(address) > MAX_EMAIL_LENGTH
     with pytest.raises(Rejected) as caught:
         clean_email(address, *FIELD)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_EMAIL, FIELD)]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_EMAIL, FIELD)]
     assert "too long" in caught.value.problems[0].message
 
 
@@ -131,13 +131,15 @@ def test_clean_username_accepts_and_lower_cases(given: str, expected: str) -> No
 def test_clean_username_rejects_what_breaks_the_rules(bad: str) -> None:
     with pytest.raises(Rejected) as caught:
         clean_username(bad, *FIELD)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_USERNAME, FIELD)]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_USERNAME, FIELD)]
 
 
 # --- password ----------------------------------------------------------------------------
 
 
-def weak(password: str, *, email: str | None = None, username: str | None = None) -> list[Code]:
+def weak(
+    password: str, *, email: str | None = None, username: str | None = None
+) -> list[ProblemCode]:
     problems = password_problems(password, email=email, username=username, field=FIELD)
     assert all(problem.field == FIELD for problem in problems)
     return [problem.code for problem in problems]
@@ -150,13 +152,13 @@ def test_strong_password_passes() -> None:
 
 def test_too_short_password_is_weak() -> None:
     unusual = "x7#Kq9!zT4%w"
-    assert weak(unusual[: MIN_PASSWORD_LENGTH - 1]) == [Code.WEAK_PASSWORD]
+    assert weak(unusual[: MIN_PASSWORD_LENGTH - 1]) == [ProblemCode.WEAK_PASSWORD]
     assert weak(unusual[:MIN_PASSWORD_LENGTH]) == []
 
 
 def test_too_long_password_is_weak() -> None:
     assert weak("Zq8#" * (MAX_PASSWORD_LENGTH // 4)) == []
-    assert weak("Zq8#" * (MAX_PASSWORD_LENGTH // 4) + "x") == [Code.WEAK_PASSWORD]
+    assert weak("Zq8#" * (MAX_PASSWORD_LENGTH // 4) + "x") == [ProblemCode.WEAK_PASSWORD]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +173,7 @@ def test_too_long_password_is_weak() -> None:
 def test_password_equal_to_email_or_username_is_weak(
     password: str, email: str, username: str
 ) -> None:
-    assert weak(password, email=email, username=username) == [Code.WEAK_PASSWORD]
+    assert weak(password, email=email, username=username) == [ProblemCode.WEAK_PASSWORD]
     # The same password is fine for someone else.
     assert weak(password, email="zed@example.org", username="zed") == []
 
@@ -180,19 +182,21 @@ def test_password_equal_to_email_or_username_is_weak(
     "common", ["password123", "qwertyuiop", "PASSWORD123", "QwertyUIOP", "iloveyou1"]
 )
 def test_common_password_is_weak(common: str) -> None:
-    assert weak(common) == [Code.WEAK_PASSWORD]
+    assert weak(common) == [ProblemCode.WEAK_PASSWORD]
 
 
 def test_password_problems_reports_one_problem_with_a_message() -> None:
     problems = password_problems("short", email=None, username=None, field=FIELD)
-    assert problems == [Problem(code=Code.WEAK_PASSWORD, message=problems[0].message, field=FIELD)]
+    assert problems == [
+        Problem(code=ProblemCode.WEAK_PASSWORD, message=problems[0].message, field=FIELD)
+    ]
     assert str(MIN_PASSWORD_LENGTH) in problems[0].message
 
 
 def test_check_password_raises_with_the_field() -> None:
     with pytest.raises(Rejected) as caught:
         check_password("password123", "input", "newPassword")
-    assert codes_and_fields(caught.value) == [(Code.WEAK_PASSWORD, ("input", "newPassword"))]
+    assert codes_and_fields(caught.value) == [(ProblemCode.WEAK_PASSWORD, ("input", "newPassword"))]
 
 
 # --- display name ------------------------------------------------------------------------
@@ -226,4 +230,4 @@ def test_clean_display_name_trims(given: str | None, expected: str | None) -> No
 def test_clean_display_name_rejects(bad: str) -> None:
     with pytest.raises(Rejected) as caught:
         clean_display_name(bad, *FIELD)
-    assert codes_and_fields(caught.value) == [(Code.INVALID_INPUT, FIELD)]
+    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, FIELD)]

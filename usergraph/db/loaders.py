@@ -3,6 +3,25 @@
 Created fresh for every request (get_context); each batch opens its own short read session,
 because sibling fields resolve concurrently and a session must not be shared between tasks.
 Each batch returns its results in key order: `[by_key.get(k) for k in keys]`.
+
+Answering without awaiting
+--------------------------
+graphql-core starts a coroutine for every field whose resolver returns an awaitable, and on a
+page of users that per-field cost dominates. So a field that is already known answers
+synchronously. The fast paths, and where each lives:
+
+- KnownValuesLoader keeps what it loaded or was primed with in `known`; a resolver calls
+  `known_or_load(key)`, which returns the value itself when known and the loader's future only
+  otherwise (User.roles in schema/types.py, with RolesByUserIdLoader).
+- Prefetching by lookahead: a list resolver that sees a relation selected for every item
+  (schema/lookahead.py `selects`) loads it for the whole page in one batch first
+  (`Loaders.prefetch_roles` in resolvers/users.py), so every item then finds it known.
+- The viewer: `Loaders.viewer` reads the user, the session and the roles in one read session
+  and primes them here; once loaded, `Context.known_viewer()` gives it without awaiting, and
+  SelfOrAdminOrNull (schema/permissions.py) decides private fields synchronously with it.
+
+A new type that needs the same trick makes its loader a KnownValuesLoader and resolves with
+`known_or_load`.
 """
 
 from __future__ import annotations
@@ -11,6 +30,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,35 +56,51 @@ class UserByIdLoader(_Loader):
         return [by_key.get(key) for key in keys]
 
 
-class RolesByUserIdLoader(_Loader):
-    """Also keeps what it loaded in `known`, so a resolver can answer without awaiting (no
-    coroutine per list item) once a page's roles have been loaded in one batch."""
+class KnownValuesLoader(_Loader):
+    """A loader that keeps what it loaded or was primed with, so a resolver can answer without
+    awaiting once a value is known (see "Answering without awaiting" above)."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         super().__init__(sessionmaker)
-        self.known: dict[int, list[Role]] = {}
+        self.known: dict[Any, Any] = {}
 
-    async def batch_load_fn(self, keys: Sequence[int]) -> list[list[Role]]:
-        async with self.sessionmaker() as session:
-            by_key = await user_queries.roles_by_user_ids(session, keys)
-        found = [by_key.get(key, []) for key in keys]
+    async def batch_load_fn(self, keys: Sequence[Any]) -> list[Any]:
+        found = await self.load_batch(keys)
         self.known.update(zip(keys, found, strict=True))
         return found
 
-    def prime(self, key: int, value: list[Role]) -> RolesByUserIdLoader:
+    async def load_batch(self, keys: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def known_or_load(self, key: Any) -> Any:
+        """The value when known, else the loader's future (which the executor awaits)."""
+        known = self.known.get(key, _UNKNOWN)
+        return self.load(key) if known is _UNKNOWN else known
+
+    def prime(self, key: Any, value: Any) -> KnownValuesLoader:
         super().prime(key, value)
         self.known.setdefault(key, value)  # as the cache: an entry already there stays
         return self
 
-    def clear(self, key: int) -> RolesByUserIdLoader:
+    def clear(self, key: Any) -> KnownValuesLoader:
         self.known.pop(key, None)
         super().clear(key)
         return self
 
-    def clear_all(self) -> RolesByUserIdLoader:
+    def clear_all(self) -> KnownValuesLoader:
         self.known.clear()
         super().clear_all()
         return self
+
+
+_UNKNOWN = object()
+
+
+class RolesByUserIdLoader(KnownValuesLoader):
+    async def load_batch(self, keys: Sequence[int]) -> list[list[Role]]:
+        async with self.sessionmaker() as session:
+            by_key = await user_queries.roles_by_user_ids(session, keys)
+        return [by_key.get(key, []) for key in keys]
 
 
 class SessionByIdLoader(_Loader):
@@ -157,6 +193,11 @@ class Loaders:
         self.session_by_id.prime(user_session.id, user_session)
         self.roles_by_user_id.prime(user.id, roles)
         return user, user_session, roles
+
+    async def prefetch_roles(self, user_ids: Sequence[int]) -> None:
+        """Load the roles of a page of users in one batch, so each then resolves without
+        awaiting."""
+        await self.roles_by_user_id.load_many(user_ids)
 
     def forget_user(self, user_id: int) -> None:
         """Drop what this request cached about a user after a write touched it."""

@@ -34,6 +34,10 @@ NAMING_CONVENTION = {
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+# The roles the first migration creates: administrators, and what every account gets.
+ADMIN_ROLE = "admin"
+DEFAULT_ROLE = "user"
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every database (SQLite keeps no zone)."""

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, bindparam, delete, func, insert, or_, select
+from sqlalchemy import Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.db.keyset import Page, PageRequest, paginate, to_page
-from usergraph.db.models import Role, User, UserSession, user_roles
+from usergraph.db.models import ADMIN_ROLE, Role, User, UserSession, user_roles
 
-UserOrderField = Literal["created_at", "username"]
+# The column a page of users is ordered by (then by id).
+UserOrderColumn = Literal["created_at", "username"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def _filtered(query: Select[Any], user_filter: UserFilter) -> Select[Any]:
     return query
 
 
-def user_sort_key(user: User, field: UserOrderField) -> tuple[Any, ...]:
+def user_sort_key(user: User, field: UserOrderColumn) -> tuple[Any, ...]:
     return (getattr(user, field), user.id)
 
 
@@ -55,10 +56,10 @@ async def page_users(
     *,
     request: PageRequest,
     user_filter: UserFilter,
-    order_field: UserOrderField,
+    order_column: UserOrderColumn,
     descending: bool,
 ) -> Page[User]:
-    column = User.created_at if order_field == "created_at" else User.username
+    column = User.created_at if order_column == "created_at" else User.username
     query = paginate(
         _filtered(select(User), user_filter), [column, User.id], request, descending=descending
     )
@@ -71,11 +72,35 @@ async def count_users(session: AsyncSession, *, user_filter: UserFilter) -> int:
     return int((await session.scalar(query)) or 0)
 
 
-async def get_user_by_login(session: AsyncSession, login: str) -> User | None:
-    """Find a user by email (any case) or username."""
-    login = login.strip().lower()
-    column = User.email_key if "@" in login else User.username
-    return await session.scalar(select(User).where(column == login))
+async def get_user_by_login(session: AsyncSession, login_key: str) -> User | None:
+    """Find a user by email or username, given as a login key (services.validation.login_key)."""
+    column = User.email_key if "@" in login_key else User.username
+    return await session.scalar(select(User).where(column == login_key))
+
+
+async def email_key_taken(session: AsyncSession, email_key: str) -> bool:
+    return await session.scalar(select(User.id).where(User.email_key == email_key)) is not None
+
+
+async def username_taken(session: AsyncSession, username: str) -> bool:
+    return await session.scalar(select(User.id).where(User.username == username)) is not None
+
+
+async def update_user_if_hash_is(
+    session: AsyncSession, *, user_id: int, password_hash: str, values: dict[str, Any]
+) -> User | None:
+    """Set values on the user if their stored hash is still password_hash (compare-and-set).
+
+    The hash is checked outside any transaction (it takes long); None tells the caller that the
+    password changed meanwhile (a concurrent login upgraded the hash, or a password change).
+    """
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.password_hash == password_hash)
+        .values(**values)
+        .returning(User)
+    )
+    return result.scalar_one_or_none()
 
 
 # The hottest statements, built once: building a statement per request costs more CPU than
@@ -107,7 +132,8 @@ async def get_users_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[Us
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
-    return await session.scalar(select(User).where(User.username == username.strip().lower()))
+    """The user with exactly this (normalized) username."""
+    return await session.scalar(select(User).where(User.username == username))
 
 
 async def roles_by_user_ids(
@@ -118,6 +144,11 @@ async def roles_by_user_ids(
     for user_id, role in rows:
         by_user.setdefault(user_id, []).append(role)
     return by_user
+
+
+async def role_names_of(session: AsyncSession, user_id: int) -> list[str]:
+    roles = await roles_by_user_ids(session, [user_id])
+    return [role.name for role in roles.get(user_id, [])]
 
 
 async def get_roles_by_names(session: AsyncSession, names: Sequence[str]) -> list[Role]:
@@ -147,6 +178,6 @@ async def count_active_admins(session: AsyncSession, *, excluding_user_id: int) 
         .select_from(user_roles)
         .join(Role, Role.id == user_roles.c.role_id)
         .join(User, User.id == user_roles.c.user_id)
-        .where(Role.name == "admin", User.is_active.is_(True), User.id != excluding_user_id)
+        .where(Role.name == ADMIN_ROLE, User.is_active.is_(True), User.id != excluding_user_id)
     )
     return int((await session.scalar(query)) or 0)

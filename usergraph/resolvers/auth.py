@@ -1,42 +1,28 @@
-"""Resolvers for signing in and out: register, login, refresh, changePassword."""
+"""Resolvers for signing in: register, login, refresh, changePassword."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
-from strawberry import Info
+import strawberry
 
-from usergraph.context import Context
-from usergraph.schema.errors import rate_limited
+from usergraph.resolvers.answers import answers, signed_in_viewer
 from usergraph.schema.inputs import (
     ChangePasswordInput,
     LoginInput,
     RefreshInput,
     RegisterInput,
-    given,
+    unset_as_none,
 )
-from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload, user_errors
+from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload
 from usergraph.services import auth as auth_service
-from usergraph.services.errors import Code, Rejected, Throttled
+from usergraph.services import passwords as password_service
+from usergraph.services import sessions as session_service
+from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import SignedIn
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _throttled_is_rate_limited(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A throttled request fails as a whole: a RATE_LIMITED error with extensions.retryAfter."""
-
-    @functools.wraps(resolver)
-    async def resolve(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await resolver(*args, **kwargs)
-        except Throttled as exc:
-            raise rate_limited(exc.retry_after) from None
-
-    return resolve
+if TYPE_CHECKING:
+    from usergraph.context import Context
 
 
 def _signed_in(ctx: Context, result: SignedIn) -> AuthPayload:
@@ -47,87 +33,76 @@ def _signed_in(ctx: Context, result: SignedIn) -> AuthPayload:
     return AuthPayload.signed_in(result)
 
 
-@_throttled_is_rate_limited
-async def register(info: Info[Context, None], input: RegisterInput) -> AuthPayload:
-    ctx = info.context
-    try:
-        result = await auth_service.register(
-            db=ctx.db,
-            passwords=ctx.passwords,
-            policy=ctx.policy,
-            throttle=ctx.throttle,
-            email=input.email,
-            username=input.username,
-            password=input.password,
-            display_name=given(input.display_name),
-            client=ctx.client,
-        )
-    except Rejected as exc:
-        return AuthPayload(user_errors=user_errors(exc))
+@answers(AuthPayload)
+async def register(info: strawberry.Info[Context, None], input: RegisterInput) -> AuthPayload:
+    ctx, runtime = info.context, info.context.runtime
+    result = await auth_service.register(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        throttle=runtime.throttle,
+        email=input.email,
+        username=input.username,
+        password=input.password,
+        display_name=unset_as_none(input.display_name),
+        client=ctx.client,
+    )
     return _signed_in(ctx, result)
 
 
-@_throttled_is_rate_limited
-async def login(info: Info[Context, None], input: LoginInput) -> AuthPayload:
-    ctx = info.context
-    try:
-        result = await auth_service.login(
-            db=ctx.db,
-            passwords=ctx.passwords,
-            policy=ctx.policy,
-            throttle=ctx.throttle,
-            login=input.login,
-            password=input.password,
-            client=ctx.client,
-        )
-    except Rejected as exc:
-        return AuthPayload(user_errors=user_errors(exc))
+@answers(AuthPayload)
+async def login(info: strawberry.Info[Context, None], input: LoginInput) -> AuthPayload:
+    ctx, runtime = info.context, info.context.runtime
+    result = await auth_service.login(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        policy=runtime.policy,
+        throttle=runtime.throttle,
+        login=input.login,
+        password=input.password,
+        client=ctx.client,
+    )
     return _signed_in(ctx, result)
 
 
-@_throttled_is_rate_limited
-async def refresh(info: Info[Context, None], input: RefreshInput) -> AuthPayload:
-    ctx = info.context
-    refresh_token = input.refresh_token or ctx.refresh_token_cookie()
+@answers(AuthPayload)
+async def refresh(info: strawberry.Info[Context, None], input: RefreshInput) -> AuthPayload:
+    ctx, runtime = info.context, info.context.runtime
+    refresh_token = ctx.refresh_token(input.refresh_token)
     if not refresh_token:
-        missing = Rejected.one(
-            Code.INVALID_INPUT, "Give the refresh token.", "input", "refreshToken"
+        raise Rejected.one(
+            ProblemCode.INVALID_INPUT, "Give the refresh token.", "input", "refreshToken"
         )
-        return AuthPayload(user_errors=user_errors(missing))
     try:
-        result = await auth_service.refresh(
-            db=ctx.db,
-            policy=ctx.policy,
-            throttle=ctx.throttle,
+        result = await session_service.refresh(
+            db=runtime.db,
+            policy=runtime.policy,
+            throttle=runtime.throttle,
             refresh_token=refresh_token,
             client=ctx.client,
         )
-    except Rejected as exc:
+    except Rejected:
         if not input.refresh_token:  # the cookie's token is dead: stop sending it
             ctx.clear_refresh_token_cookie()
-        return AuthPayload(user_errors=user_errors(exc))
+        raise
     return _signed_in(ctx, result)
 
 
-@_throttled_is_rate_limited
+@answers(ChangePasswordPayload)
 async def change_password(
-    info: Info[Context, None], input: ChangePasswordInput
+    info: strawberry.Info[Context, None], input: ChangePasswordInput
 ) -> ChangePasswordPayload:
-    ctx = info.context
-    viewer = await ctx.viewer()
-    assert viewer is not None  # the field requires sign-in
-    try:
-        updated = await auth_service.change_password(
-            db=ctx.db,
-            passwords=ctx.passwords,
-            throttle=ctx.throttle,
-            user_id=viewer.user.id,
-            current_session_id=viewer.session_id,
-            current_password=input.current_password,
-            new_password=input.new_password,
-        )
-    except Rejected as exc:
-        return ChangePasswordPayload(user_errors=user_errors(exc))
+    ctx, runtime = info.context, info.context.runtime
+    viewer = await signed_in_viewer(info)
+    updated = await password_service.change_password(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        throttle=runtime.throttle,
+        user_id=viewer.user.id,
+        current_session_id=viewer.session_id,
+        current_password=input.current_password,
+        new_password=input.new_password,
+    )
     ctx.loaders.forget_sessions()
     ctx.loaders.prime_user(updated)
     return ChangePasswordPayload(user=updated)  # type: ignore[arg-type]

@@ -1,67 +1,50 @@
-"""The Schema and its extensions."""
+"""The Schema: the Query and Mutation roots and the types they reach.
+
+The guards that check a document before it runs (usergraph.guards) are handed in as
+extensions by the app, which sits above both.
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import AddValidationRules, DisableIntrospection, ValidationCache
+from strawberry.extensions import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from usergraph.schema.extensions import is_internal, redact_values
-from usergraph.schema.limits import QueryLimits, limit_extensions
 from usergraph.schema.mutation import Mutation
 from usergraph.schema.query import Query
-from usergraph.schema.text import NoNulCharactersRule
 from usergraph.schema.types import Session, User
 from usergraph.settings import Settings
-
-log = logging.getLogger("usergraph.errors")
-
-# Parsed and validated documents kept (LRU, shared by every request of the process).
-DOCUMENT_CACHE_SIZE = 256
 
 
 class UsergraphSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # Runs before GraphQLApp.process_result masks them: the full trace goes to the log
-        # line, whose request id (usergraph.logs) the client sees in extensions.requestId.
-        for error in errors:
-            if is_internal(error):
-                log.error(
-                    "internal error path=%s",
-                    ".".join(str(p) for p in error.path or ()),
-                    exc_info=error.original_error,
-                )
-            else:
-                log.debug("request error: %s", redact_values(error.message))
+        # Strawberry would log every error here; ours are logged where they are masked
+        # (usergraph.guards.masking), once, with the request id the client sees.
+        return None
 
 
-def build_schema(settings: Settings | None = None) -> UsergraphSchema:
-    """Build the schema; settings decide the query limits, introspection and field suggestions.
+def build_schema(
+    settings: Settings | None = None, *, extensions: Sequence[Any] = ()
+) -> UsergraphSchema:
+    """Build the schema; settings decide introspection and field suggestions.
 
-    Without settings (schema export, snapshot tests): the default limits, introspection on.
+    Without settings (schema export, snapshot tests): introspection on, no extensions.
     """
-    limits = QueryLimits.from_settings(settings) if settings else QueryLimits()
-    # Factories, not instances: an instance would be shared by concurrent requests. The limit
-    # rules inside are made here, once, so ValidationCache hits (see usergraph.schema.limits).
-    extensions: list[Any] = [
-        *limit_extensions(limits, cache_size=DOCUMENT_CACHE_SIZE),
-        lambda: AddValidationRules([NoNulCharactersRule]),
-        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
-    ]
+    all_extensions = list(extensions)
     if settings is not None and not settings.introspection_enabled:
-        extensions.append(DisableIntrospection)
+        all_extensions.append(DisableIntrospection)
     return UsergraphSchema(
         query=Query,
         mutation=Mutation,
         types=[User, Session],
-        extensions=extensions,
+        extensions=all_extensions,
         config=StrawberryConfig(
             disable_field_suggestions=settings is not None
             and not settings.field_suggestions_enabled

@@ -29,6 +29,13 @@ class PublicError(GraphQLError):
         super().__init__(message, extensions={"code": code.value, **extensions})
 
 
+SIGN_IN_MESSAGE = "Sign in to do this."
+
+
+def unauthenticated(message: str = SIGN_IN_MESSAGE) -> PublicError:
+    return PublicError(ErrorCode.UNAUTHENTICATED, message)
+
+
 def bad_user_input(message: str) -> PublicError:
     return PublicError(ErrorCode.BAD_USER_INPUT, message)
 

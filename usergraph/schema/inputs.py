@@ -1,4 +1,8 @@
-"""Input types and the enums clients pass in."""
+"""Input types and the enums clients pass in.
+
+Input classes are named `...Input` in Python, so none shares a name with a db or service type;
+`name=` keeps the SDL's names where they differ (UserFilter, UserOrder).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import strawberry
 T = TypeVar("T")
 
 
-def given(value: T | None) -> T | None:
+def unset_as_none(value: T | None) -> T | None:
     """None for an optional field or argument the client left out (UNSET) or sent as null."""
     return None if value is strawberry.UNSET else value
 
@@ -27,8 +31,8 @@ class OrderDirection(enum.Enum):
     DESC = "desc"
 
 
-@strawberry.input
-class UserFilter:
+@strawberry.input(name="UserFilter")
+class UserFilterInput:
     search: str | None = strawberry.field(
         default=strawberry.UNSET,
         description="Case-insensitive match on username, display name or email.",
@@ -37,8 +41,8 @@ class UserFilter:
     is_active: bool | None = strawberry.UNSET
 
 
-@strawberry.input
-class UserOrder:
+@strawberry.input(name="UserOrder")
+class UserOrderInput:
     field: UserOrderField
     direction: OrderDirection
 

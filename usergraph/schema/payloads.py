@@ -7,10 +7,10 @@ from datetime import datetime
 import strawberry
 
 from usergraph.schema.types import Session, User
-from usergraph.services.errors import Code, Problem, Rejected
+from usergraph.services.errors import Problem, ProblemCode, Rejected
 from usergraph.services.sessions import SignedIn
 
-UserErrorCode = strawberry.enum(Code, name="UserErrorCode")
+UserErrorCode = strawberry.enum(ProblemCode, name="UserErrorCode")
 
 
 @strawberry.type

@@ -1,21 +1,28 @@
-"""Field permissions, declared on the fields they guard."""
+"""Field permissions, declared on the fields they guard.
+
+Who may see what is decided once, by services.access (Actor.may_act_for); these classes only
+apply it to a field's source.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strawberry import Info
 from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
-from usergraph.context import Context, Viewer
 from usergraph.db.models import User
-from usergraph.schema.errors import ErrorCode
+from usergraph.schema.errors import SIGN_IN_MESSAGE, ErrorCode
+
+if TYPE_CHECKING:
+    from usergraph.context import Context
+    from usergraph.services.access import Actor
 
 
 class IsAuthenticated(BasePermission):
-    message = "Sign in to do this."
+    message = SIGN_IN_MESSAGE
     error_extensions = {"code": ErrorCode.UNAUTHENTICATED.value}
 
     async def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
@@ -41,7 +48,7 @@ class IsSelfOrAdmin(BasePermission):
 
     async def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
         assert isinstance(source, User)
-        return _may_see(await info.context.viewer(), source)
+        return may_see(await info.context.viewer(), source.id)
 
 
 class SelfOrAdminOrNull(FieldExtension):
@@ -49,7 +56,8 @@ class SelfOrAdminOrNull(FieldExtension):
 
     IsSelfOrAdmin with fail_silently, but synchronous once the request's viewer is known (it
     is under `me`, `users`, `user` and sign-in payloads, which settle it first), so the private
-    fields of a page of users start no coroutine per field.
+    fields of a page of users start no coroutine per field: one of the fast paths of
+    usergraph.db.loaders ("Answering without awaiting").
     """
 
     def resolve(
@@ -57,18 +65,19 @@ class SelfOrAdminOrNull(FieldExtension):
     ) -> Any:
         known, viewer = info.context.known_viewer()
         if known:
-            return next_(source, info, **kwargs) if _may_see(viewer, source) else None
+            return next_(source, info, **kwargs) if may_see(viewer, source.id) else None
         return self._after_viewer(next_, source, info, **kwargs)
 
     async def _after_viewer(
         self, next_: Callable[..., Any], source: Any, info: Info[Context, None], **kwargs: Any
     ) -> Any:
         viewer = await info.context.viewer()
-        return next_(source, info, **kwargs) if _may_see(viewer, source) else None
+        return next_(source, info, **kwargs) if may_see(viewer, source.id) else None
 
 
-def _may_see(viewer: Viewer | None, user: User) -> bool:
-    return viewer is not None and (viewer.is_admin or viewer.user.id == user.id)
+def may_see(viewer: Actor | None, user_id: int) -> bool:
+    """Whether the viewer (None when signed out) may see what belongs to the user user_id."""
+    return viewer is not None and viewer.may_act_for(user_id)
 
 
 def signed_in() -> list[FieldExtension]:

@@ -18,6 +18,8 @@ from usergraph.db.keyset import Key, Page, PageRequest
 from usergraph.schema.errors import bad_user_input
 
 MAX_PAGE_SIZE = 100
+# What `first` is when a client gives neither first nor last.
+DEFAULT_PAGE_SIZE = 20
 _DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also accepts "²", which int() refuses
 
 

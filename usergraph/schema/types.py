@@ -5,23 +5,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import strawberry
-from strawberry import Info, Parent
+from strawberry import Parent
 
-from usergraph.context import Context
 from usergraph.db import models
 from usergraph.db.keyset import Page
 from usergraph.db.loaders import SessionsPageKey
 from usergraph.schema.permissions import SelfOrAdminOrNull, self_or_admin
 from usergraph.schema.relay import (
+    DEFAULT_PAGE_SIZE,
     PageInfo,
     decode_cursor,
     encode_cursor,
     page_request,
     to_global_id,
 )
+
+if TYPE_CHECKING:
+    from usergraph.context import Context
 
 SESSION_CURSOR = "s"
 
@@ -67,15 +70,12 @@ class User(Node):
         return root.last_login_at
 
     @strawberry.field
-    def roles(self, root: Parent[models.User], info: Info[Context, None]) -> list[Role]:
+    def roles(self, root: Parent[models.User], info: strawberry.Info[Context, None]) -> list[Role]:
         # Synchronous when already loaded (the viewer's, a prefetched page's): a page of users
-        # then starts no coroutine per user. Otherwise the loader's future, which the executor
-        # awaits; the futures of one tick share a single query.
-        loader = info.context.loaders.roles_by_user_id
-        known = loader.known.get(root.id)
-        if known is not None:
-            return known  # type: ignore[return-value]
-        return cast("list[Role]", loader.load(root.id))
+        # then starts no coroutine per user (usergraph.db.loaders, "Answering without
+        # awaiting"). Otherwise the loader's future; the futures of one tick share one query.
+        roles: list[Role] = info.context.loaders.roles_by_user_id.known_or_load(root.id)
+        return roles
 
     @strawberry.field(
         description=(
@@ -86,12 +86,14 @@ class User(Node):
     async def sessions(
         self,
         root: Parent[models.User],
-        info: Info[Context, None],
-        first: int | None = 20,
+        info: strawberry.Info[Context, None],
+        first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = strawberry.UNSET,
     ) -> SessionConnection:
         key = decode_cursor(after, SESSION_CURSOR, (datetime, uuid.UUID)) if after else None
-        request = page_request(info, first=first if first is not None else 20, after=key)
+        request = page_request(
+            info, first=first if first is not None else DEFAULT_PAGE_SIZE, after=key
+        )
         assert request.first is not None
         page: Page[models.UserSession] = await info.context.loaders.open_sessions_by_user_id.load(
             SessionsPageKey(root.id, request.first, key)
@@ -119,14 +121,18 @@ class Session(Node):
         return to_global_id("Session", root.id)
 
     @strawberry.field
-    async def user(self, root: Parent[models.UserSession], info: Info[Context, None]) -> User:
+    async def user(
+        self, root: Parent[models.UserSession], info: strawberry.Info[Context, None]
+    ) -> User:
         user: User = await info.context.loaders.user_by_id.load(root.user_id)
         return user
 
     @strawberry.field(
         description="True for the session that the request's access token belongs to."
     )
-    def current(self, root: Parent[models.UserSession], info: Info[Context, None]) -> bool:
+    def current(
+        self, root: Parent[models.UserSession], info: strawberry.Info[Context, None]
+    ) -> bool:
         return info.context.current_session_id == root.id
 
 
@@ -159,7 +165,7 @@ class SessionConnection:
         return cls(edges=edges, page_info=page_info, user_id=user_id)
 
     @strawberry.field
-    async def total_count(self, info: Info[Context, None]) -> int:
+    async def total_count(self, info: strawberry.Info[Context, None]) -> int:
         count: int = await info.context.loaders.open_session_count_by_user_id.load(self.user_id)
         return count
 

@@ -20,14 +20,15 @@ log = logging.getLogger("usergraph.security")
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/+-]+")
 
 
-def record(event: str, *, level: int = logging.INFO, **fields: object) -> None:
+def log_security_event(event: str, *, level: int = logging.INFO, **fields: object) -> None:
     data: dict[str, object] = {"event": event, "user_id": None, **fields}
     line = " ".join(f"{key}={_value(value)}" for key, value in data.items())
     log.log(level, "%s", line, extra={"security_event": data})
 
 
-def login_digest(login: str) -> str:
-    return hashlib.sha256(login.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()[:16]
+def login_digest(login_key: str) -> str:
+    """A short digest of a login key (services.validation.login_key) for the log."""
+    return hashlib.sha256(login_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _value(value: object) -> str:

@@ -2,7 +2,7 @@
 
     ServiceError
      ├── Rejected            expected failure of a mutation -> payload.userErrors
-     │                       (one or more Problems, each with a Code and an input field path)
+     │                       (one or more Problems, each with a ProblemCode and an input field path)
      └── Throttled           too many requests from this client, or the password hasher is
                              saturated -> a RATE_LIMITED GraphQL error with retryAfter
 
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class Code(enum.Enum):
+class ProblemCode(enum.Enum):
     """Why a mutation was rejected (the schema's UserErrorCode)."""
 
     INVALID_EMAIL = "INVALID_EMAIL"
@@ -42,7 +42,7 @@ class Code(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    code: Code
+    code: ProblemCode
     message: str
     # Path to the input field at fault, e.g. ("input", "email"); empty when no one field is.
     field: tuple[str, ...] = field(default_factory=tuple)
@@ -60,7 +60,7 @@ class Rejected(ServiceError):
         self.problems = tuple(problems)
 
     @classmethod
-    def one(cls, code: Code, message: str, *field: str) -> Rejected:
+    def one(cls, code: ProblemCode, message: str, *field: str) -> Rejected:
         return cls([Problem(code=code, message=message, field=field)])
 
 

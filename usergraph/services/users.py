@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,14 +13,11 @@ from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.keyset import Page, PageRequest
-from usergraph.db.models import Role, User, utcnow
-from usergraph.db.users import UserFilter, UserOrderField
+from usergraph.db.models import ADMIN_ROLE, DEFAULT_ROLE, Role, User, utcnow
+from usergraph.db.users import UserFilter, UserOrderColumn
 from usergraph.services import validation
-from usergraph.services.audit import record
-from usergraph.services.errors import Code, Problem, Problems, Rejected
-
-ADMIN_ROLE = "admin"
-DEFAULT_ROLE = "user"
+from usergraph.services.audit import log_security_event
+from usergraph.services.errors import Problem, ProblemCode, Problems, Rejected
 
 
 class Keep(enum.Enum):
@@ -33,8 +29,12 @@ class Keep(enum.Enum):
 KEEP = Keep.KEEP
 
 
-EMAIL_TAKEN = Problem(Code.EMAIL_TAKEN, "This email is already registered.", ("input", "email"))
-USERNAME_TAKEN = Problem(Code.USERNAME_TAKEN, "This username is taken.", ("input", "username"))
+EMAIL_TAKEN = Problem(
+    ProblemCode.EMAIL_TAKEN, "This email is already registered.", ("input", "email")
+)
+USERNAME_TAKEN = Problem(
+    ProblemCode.USERNAME_TAKEN, "This username is taken.", ("input", "username")
+)
 
 
 def _taken_problem(exc: IntegrityError) -> Problem:
@@ -51,9 +51,9 @@ def _taken_problem(exc: IntegrityError) -> Problem:
 
 async def _check_free(s: AsyncSession, *, email_key: str | None, username: str | None) -> None:
     problems = []
-    if email_key is not None and await s.scalar(select(User.id).where(User.email_key == email_key)):
+    if email_key is not None and await user_queries.email_key_taken(s, email_key):
         problems.append(EMAIL_TAKEN)
-    if username is not None and await s.scalar(select(User.id).where(User.username == username)):
+    if username is not None and await user_queries.username_taken(s, username):
         problems.append(USERNAME_TAKEN)
     if problems:
         raise Rejected(problems)
@@ -154,7 +154,7 @@ async def list_users(
     db: Database,
     request: PageRequest,
     user_filter: UserFilter,
-    order_field: UserOrderField,
+    order_column: UserOrderColumn,
     descending: bool,
 ) -> Page[User]:
     """Return one keyset page of users."""
@@ -163,7 +163,7 @@ async def list_users(
             s,
             request=request,
             user_filter=user_filter,
-            order_field=order_field,
+            order_column=order_column,
             descending=descending,
         )
 
@@ -175,7 +175,7 @@ async def count_users(*, db: Database, user_filter: UserFilter) -> int:
 
 async def get_user_by_username(*, db: Database, username: str) -> User | None:
     async with db.read_sessionmaker() as s:
-        return await user_queries.get_user_by_username(s, username)
+        return await user_queries.get_user_by_username(s, validation.login_key(username))
 
 
 async def update_profile(
@@ -214,7 +214,7 @@ async def update_profile(
 async def _get_user(s: AsyncSession, user_id: int, *, field: tuple[str, ...]) -> User:
     user = await s.get(User, user_id)
     if user is None:
-        raise Rejected([Problem(Code.NOT_FOUND, "No such user.", field)])
+        raise Rejected([Problem(ProblemCode.NOT_FOUND, "No such user.", field)])
     return user
 
 
@@ -222,15 +222,17 @@ async def set_user_roles(
     *, db: Database, actor_id: int, user_id: int, role_names: Sequence[str]
 ) -> User:
     """Replace the user's roles with role_names; return the user."""
-    wanted = list(dict.fromkeys(name.strip().lower() for name in role_names))
+    wanted = list(dict.fromkeys(_role_key(name) for name in role_names))
     async with db.sessionmaker() as s, s.begin():
         user = await _get_user(s, user_id, field=("input", "userId"))
         roles = await user_queries.get_roles_by_names(s, wanted)
         known = {role.name for role in roles}
         unknown = [
-            Problem(Code.INVALID_INPUT, f"Unknown role {name!r}.", ("input", "roles", str(index)))
+            Problem(
+                ProblemCode.INVALID_INPUT, f"Unknown role {name!r}.", ("input", "roles", str(index))
+            )
             for index, name in enumerate(role_names)
-            if name.strip().lower() not in known
+            if _role_key(name) not in known
         ]
         if unknown:
             raise Rejected(unknown)
@@ -238,8 +240,14 @@ async def set_user_roles(
             await _keep_an_admin(s, user_id=user.id)
         await user_queries.set_roles(s, user_id=user.id, roles=_in_order(roles, wanted))
         user.updated_at = utcnow()
-    record("roles_changed", user_id=user.id, actor_id=actor_id, roles=",".join(wanted) or None)
+    log_security_event(
+        "roles_changed", user_id=user.id, actor_id=actor_id, roles=",".join(wanted) or None
+    )
     return user
+
+
+def _role_key(name: str) -> str:
+    return name.strip().lower()
 
 
 def _in_order(roles: Sequence[Role], names: Sequence[str]) -> list[Role]:
@@ -258,7 +266,10 @@ async def _keep_an_admin(s: AsyncSession, *, user_id: int) -> None:
     is_admin = any(role.name == ADMIN_ROLE for role in roles.get(user_id, []))
     if is_admin and await user_queries.count_active_admins(s, excluding_user_id=user_id) == 0:
         raise Rejected.one(
-            Code.INVALID_INPUT, "This would leave no active administrator.", "input", "userId"
+            ProblemCode.INVALID_INPUT,
+            "This would leave no active administrator.",
+            "input",
+            "userId",
         )
 
 
@@ -269,7 +280,10 @@ async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: 
         if not active:
             if user.id == actor_id:
                 raise Rejected.one(
-                    Code.INVALID_INPUT, "You cannot disable your own account.", "input", "active"
+                    ProblemCode.INVALID_INPUT,
+                    "You cannot disable your own account.",
+                    "input",
+                    "active",
                 )
             await _keep_an_admin(s, user_id=user.id)
             await session_queries.revoke_sessions(
@@ -280,7 +294,7 @@ async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: 
             user.is_active = active
             user.updated_at = utcnow()
     if changed:
-        record(
+        log_security_event(
             "account_enabled" if active else "account_disabled", user_id=user.id, actor_id=actor_id
         )
     return user

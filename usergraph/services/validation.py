@@ -10,7 +10,7 @@ from functools import cache
 
 from email_validator import EmailNotValidError, validate_email
 
-from usergraph.services.errors import Code, Problem, Rejected
+from usergraph.services.errors import Problem, ProblemCode, Rejected
 
 MAX_EMAIL_LENGTH = 254
 USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,28}[a-z0-9]")
@@ -18,6 +18,10 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
 MAX_DISPLAY_NAME_LENGTH = 100
 MAX_LOGIN_LENGTH = MAX_EMAIL_LENGTH
+# A password to check (not to set) may be longer than MAX_PASSWORD_LENGTH, for hashes made
+# under older rules; longer inputs are refused before any hashing, so one request cannot buy
+# unbounded work.
+MAX_LOGIN_PASSWORD_LENGTH = 1024
 
 
 @cache
@@ -32,13 +36,15 @@ def clean_email(email: str, *field: str) -> str:
     """Return the normalized email (domain lower-cased, Unicode normalized)."""
     email = email.strip()
     if len(email) > MAX_EMAIL_LENGTH:
-        raise Rejected.one(Code.INVALID_EMAIL, "Email address is too long.", *field)
+        raise Rejected.one(ProblemCode.INVALID_EMAIL, "Email address is too long.", *field)
     try:
         normalized = validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError:
-        raise Rejected.one(Code.INVALID_EMAIL, "Enter a valid email address.", *field) from None
+        raise Rejected.one(
+            ProblemCode.INVALID_EMAIL, "Enter a valid email address.", *field
+        ) from None
     if len(normalized) > MAX_EMAIL_LENGTH:
-        raise Rejected.one(Code.INVALID_EMAIL, "Email address is too long.", *field)
+        raise Rejected.one(ProblemCode.INVALID_EMAIL, "Email address is too long.", *field)
     return normalized
 
 
@@ -47,12 +53,17 @@ def email_key(email: str) -> str:
     return email.lower()
 
 
+def login_key(login: str) -> str:
+    """The form under which a login (email or username) is looked up, counted and logged."""
+    return login.strip().lower()
+
+
 def clean_username(username: str, *field: str) -> str:
     """Return the username lower-cased, if it follows the rules."""
-    username = username.strip().lower()
+    username = login_key(username)
     if not USERNAME_PATTERN.fullmatch(username) or username.endswith("_"):
         raise Rejected.one(
-            Code.INVALID_USERNAME,
+            ProblemCode.INVALID_USERNAME,
             "Usernames have 3 to 30 characters: a-z, 0-9 and underscore, starting with a "
             "letter and not ending with an underscore.",
             *field,
@@ -66,7 +77,7 @@ def password_problems(
     """Return why password is too weak; empty when it is acceptable."""
 
     def weak(message: str) -> Problem:
-        return Problem(code=Code.WEAK_PASSWORD, message=message, field=field)
+        return Problem(code=ProblemCode.WEAK_PASSWORD, message=message, field=field)
 
     if len(password) < MIN_PASSWORD_LENGTH:
         return [weak(f"Use at least {MIN_PASSWORD_LENGTH} characters.")]
@@ -95,10 +106,10 @@ def clean_display_name(display_name: str | None, *field: str) -> str | None:
     display_name = " ".join(display_name.split())
     if len(display_name) > MAX_DISPLAY_NAME_LENGTH:
         raise Rejected.one(
-            Code.INVALID_INPUT,
+            ProblemCode.INVALID_INPUT,
             f"Display names have at most {MAX_DISPLAY_NAME_LENGTH} characters.",
             *field,
         )
     if any(not ch.isprintable() for ch in display_name):
-        raise Rejected.one(Code.INVALID_INPUT, "Display names must be printable.", *field)
+        raise Rejected.one(ProblemCode.INVALID_INPUT, "Display names must be printable.", *field)
     return display_name or None

@@ -1,17 +1,23 @@
-"""Error codes for every GraphQL error, and masking of internal faults.
+"""Error codes for every GraphQL error, and logging and masking of internal faults.
 
 Applied to the final result of each request (GraphQLApp.process_result), so it also sees
-errors that Strawberry creates after the schema extensions have run.
+errors that Strawberry creates after the schema extensions have run. An internal fault's full
+trace goes to the log line whose request id (usergraph.logs) the client sees in
+extensions.requestId; the client sees only "Internal server error".
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 
 from usergraph.schema.errors import ErrorCode
+
+log = logging.getLogger("usergraph.errors")
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -44,13 +50,28 @@ def is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+def coded_errors(
+    errors: Sequence[GraphQLError], request_id: str | None, *, expose_internal: bool = False
+) -> list[GraphQLError]:
+    """Log each error (an internal fault with its trace), then give each its code."""
+    for error in errors:
+        if is_internal(error):
+            log.error(
+                "internal error path=%s",
+                ".".join(str(p) for p in error.path or ()),
+                exc_info=error.original_error,
+            )
+        else:
+            log.debug("request error: %s", redact_values(error.message))
+    return [with_code(error, request_id, expose_internal=expose_internal) for error in errors]
+
+
 def with_code(
     error: GraphQLError, request_id: str | None, *, expose_internal: bool = False
 ) -> GraphQLError:
     """Return error with extensions.code; internal faults become a masked error.
 
     Parse, validation and variable errors are the client's to fix and keep their message.
-    The full trace of an internal fault is logged by the schema under the same request id;
     expose_internal (development) shows the exception's own message instead of the mask.
     """
     if is_internal(error):

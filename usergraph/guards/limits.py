@@ -11,7 +11,7 @@ where it is known). Where each limit is checked, and why there:
   ValidationCache, keyed on (schema, document, rules), validates a document once. A limiter
   made per request (Strawberry's QueryDepthLimiter, MaxAliasesLimiter) is a new class each time
   and misses the cache on every request (strawberry #4635).
-- cost (usergraph.schema.cost): depends on the variables and the operation name, so it cannot
+- cost (usergraph.guards.cost): depends on the variables and the operation name, so it cannot
   be part of the cached validation. QueryCostLimiter checks it after validation, just before
   execution; the walk is linear in the document and costs each fragment once.
 
@@ -47,7 +47,7 @@ from graphql import (
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import AddValidationRules, ParserCache, SchemaExtension
 
-from usergraph.schema.cost import query_cost
+from usergraph.guards.cost import query_cost
 from usergraph.schema.errors import ErrorCode
 from usergraph.settings import Settings
 
@@ -245,7 +245,7 @@ class TokenLimitedParserCache(ParserCache):
 
 
 class QueryCostLimiter(SchemaExtension):
-    """Refuses an operation whose cost (usergraph.schema.cost) is over maximum, or whose page
+    """Refuses an operation whose cost (usergraph.guards.cost) is over maximum, or whose page
     sizes are out of range, before it runs."""
 
     def __init__(self, *, maximum: int) -> None:
