@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.client import DEFAULT_PASSWORD, GraphQL
 from usergraph.auth.throttle import Throttle
 from usergraph.runtime import Runtime
 from usergraph.services import auth

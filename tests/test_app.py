@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from starlette.applications import Starlette
 
-from tests.conftest import TEST_SIGNING_KEY, make_settings
+from tests.environment import TEST_SIGNING_KEY, make_settings
 from usergraph.app import create_app
 from usergraph.db.engine import Database
 from usergraph.db.migrate import upgrade_to_head

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import DEFAULT_PASSWORD, TEST_SIGNING_KEY
+from tests.client import DEFAULT_PASSWORD
+from tests.environment import TEST_SIGNING_KEY
 from usergraph import cli
 from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis_graphql import Mode, from_schema
 
-from tests.conftest import DEFAULT_PASSWORD, Account, GraphQL
+from tests.client import DEFAULT_PASSWORD, Account, GraphQL
 from usergraph.schema import build_schema
 from usergraph.schema.errors import ErrorCode
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.client import DEFAULT_PASSWORD, GraphQL
 from usergraph.db.models import User
 from usergraph.http import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, response_media_type
 

@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, TEST_SIGNING_KEY
+from tests.client import DEFAULT_PASSWORD
+from tests.environment import TEST_SIGNING_KEY
 from tests.processes import migrate, run_servers, server_env
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from tests.conftest import GraphQL, serving
+from tests.client import GraphQL, serving
 from tests.helpers import error_codes
 
 SECRET = "secret-detail-of-the-fault"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import GraphQL, make_settings, serving
+from tests.client import GraphQL, serving
+from tests.environment import make_settings
 from tests.helpers import error_codes, problems
 from usergraph.logs import RequestIdFilter
 from usergraph.settings import Settings

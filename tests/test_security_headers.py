@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, serving
+from tests.client import DEFAULT_PASSWORD, GraphQL, serving
 from usergraph.settings import Settings
 
 BASE_HEADERS = {

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, make_settings
+from tests.client import DEFAULT_PASSWORD, GraphQL
+from tests.environment import make_settings
 from tests.helpers import REFRESH
 from usergraph.logs import FORMAT, RequestIdFilter
 from usergraph.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD
+from tests.client import DEFAULT_PASSWORD
 from tests.processes import serve
 
 pytestmark = pytest.mark.slow

@@ -22,13 +22,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import (
-    DEFAULT_PASSWORD,
-    TEST_DATABASE_URL,
-    TEST_REDIS_URL,
-    TEST_SIGNING_KEY,
-    postgres_database,
-)
+from tests.client import DEFAULT_PASSWORD
+from tests.environment import TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SIGNING_KEY, postgres_database
 from tests.processes import run_servers, server_env
 
 pytestmark = [

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from tests.conftest import LIMIT_STORAGES, TEST_REDIS_URL
+from tests.environment import LIMIT_STORAGES, TEST_REDIS_URL
 from usergraph.auth.throttle import Rule, Throttle
 
 RATES = {

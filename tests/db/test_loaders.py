@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from tests.conftest import GraphQL, StatementCounter
+from tests.client import GraphQL, StatementCounter
 from usergraph.db.loaders import Loaders, SessionsPageKey
 from usergraph.schema.relay import user_pk
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.client import DEFAULT_PASSWORD, GraphQL
 from tests.helpers import assert_only_error, me, problems, refresh, refresh_codes, session_count
 
 CHANGE = """mutation($input: ChangePasswordInput!) { changePassword(input: $input) {

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from tests.conftest import Account, GraphQL
+from tests.client import Account, GraphQL
 from usergraph.logs import RequestIdFilter
 from usergraph.services import users as user_service
 

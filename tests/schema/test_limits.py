@@ -12,7 +12,7 @@ import pytest
 import strawberry.schema.schema
 from graphql import get_introspection_query
 
-from tests.conftest import GraphQL, serving
+from tests.client import GraphQL, serving
 
 
 def refusal(body: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.client import DEFAULT_PASSWORD, GraphQL
 from tests.helpers import assert_no_tokens, session_count
 from usergraph.settings import Settings
 

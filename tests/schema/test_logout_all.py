@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import GraphQL
+from tests.client import GraphQL
 from tests.helpers import assert_only_error, error_codes, me, refresh_codes, session_count, tampered
 
 LOGOUT_ALL = "mutation { logoutAll { revokedSessions userErrors { field message code } } }"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import GraphQL
+from tests.client import GraphQL
 from tests.helpers import tampered
 
 ME = "{ me { id username email lastLoginAt roles { name } } }"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Account, GraphQL
+from tests.client import Account, GraphQL
 from usergraph.schema.relay import to_global_id
 
 NODE = """query($id: ID!) { node(id: $id) {

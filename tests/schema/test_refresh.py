@@ -13,7 +13,8 @@ import jwt
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from tests.conftest import GraphQL, make_settings
+from tests.client import GraphQL
+from tests.environment import make_settings
 from tests.helpers import REFRESH, assert_no_tokens, me, problems, refresh, session_count
 from usergraph.app import create_app
 from usergraph.db.engine import Database

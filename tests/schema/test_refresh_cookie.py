@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL, serving
+from tests.client import DEFAULT_PASSWORD, GraphQL, serving
 from tests.helpers import REFRESH, assert_no_tokens, assert_only_error, me, problems
 from usergraph.settings import Settings
 

@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, GraphQL
+from tests.client import DEFAULT_PASSWORD, GraphQL
 from tests.helpers import assert_no_tokens, problems
 
 REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {

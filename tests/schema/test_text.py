@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import GraphQL
+from tests.client import GraphQL
 from tests.helpers import error_codes
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, LIMIT_STORAGES, TEST_REDIS_URL, GraphQL, make_settings
+from tests.client import DEFAULT_PASSWORD, GraphQL
+from tests.environment import LIMIT_STORAGES, TEST_REDIS_URL, make_settings
 from tests.helpers import REFRESH, error_codes
 from usergraph.settings import Settings
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GraphQL
+from tests.client import GraphQL
 from tests.helpers import assert_only_error
 
 UPDATE = """mutation($input: UpdateProfileInput!) { updateProfile(input: $input) {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GraphQL
+from tests.client import GraphQL
 from usergraph.schema.relay import to_global_id
 
 BY_ID = """query($id: ID) { user(id: $id) {

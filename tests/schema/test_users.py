@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Account, GraphQL, StatementCounter
+from tests.client import Account, GraphQL, StatementCounter
 from tests.helpers import assert_only_error
 
 USERS = """query($first: Int, $after: String, $last: Int, $before: String,

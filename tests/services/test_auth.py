@@ -12,7 +12,7 @@ import pytest
 from passlib.hash import bcrypt
 from sqlalchemy import func, select, update
 
-from tests.conftest import DEFAULT_PASSWORD
+from tests.client import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle

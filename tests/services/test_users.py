@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.conftest import DEFAULT_PASSWORD
+from tests.client import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, sign_up
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
