@@ -76,6 +76,9 @@ def _is_utf8_json(content_type: str | None) -> bool:
     return media_type == APPLICATION_JSON and charset in ("utf-8", "utf8")
 
 
+_OBJECT = "an object or null"
+
+
 def _parameter(params: dict[str, Any], name: str, kind: type, what: str) -> Any:
     value = params.get(name)
     if value is not None and not isinstance(value, kind):
@@ -180,9 +183,9 @@ class GraphQLApp(GraphQL[Context, None]):
             raise HTTPException(400, "The `query` parameter (a GraphQL document) is missing.")
         return GraphQLRequestData(
             query=query,
-            variables=_parameter(params, "variables", dict, "an object or null"),
+            variables=_parameter(params, "variables", dict, _OBJECT),
             operation_name=_parameter(params, "operationName", str, "a string or null"),
-            extensions=_parameter(params, "extensions", dict, "an object or null"),
+            extensions=_parameter(params, "extensions", dict, _OBJECT),
         )
 
     def parse_json(self, data: str | bytes) -> Any:

@@ -210,5 +210,10 @@ class Loaders:
         self.open_sessions_by_user_id.clear_all()
         self.open_session_count_by_user_id.clear_all()
 
+    def replace_user(self, user: User) -> None:
+        """After a write changed the user's roles or activity: forget, then prime the new row."""
+        self.forget_user(user.id)
+        self.prime_user(user)
+
     def prime_user(self, user: User) -> None:
         self.user_by_id.clear(user.id).prime(user.id, user)

@@ -151,8 +151,7 @@ async def set_user_roles(
         user_id=user_pk(input.user_id),
         role_names=input.roles,
     )
-    info.context.loaders.forget_user(updated.id)
-    info.context.loaders.prime_user(updated)
+    info.context.loaders.replace_user(updated)
     return UserPayload(user=updated)  # type: ignore[arg-type]
 
 
@@ -167,7 +166,6 @@ async def set_user_active(
         user_id=user_pk(input.user_id),
         active=input.active,
     )
-    info.context.loaders.forget_user(updated.id)
+    info.context.loaders.replace_user(updated)
     info.context.loaders.forget_sessions()
-    info.context.loaders.prime_user(updated)
     return UserPayload(user=updated)  # type: ignore[arg-type]

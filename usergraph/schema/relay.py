@@ -42,10 +42,10 @@ def from_global_id(global_id: str) -> tuple[str, str]:
         if len(global_id) > 200:
             raise ValueError
         type_name, _, local_id = _b64decode(global_id).partition(":")
+        if not type_name or not local_id:
+            raise ValueError
     except (ValueError, UnicodeError, binascii.Error):
         raise bad_user_input("Malformed id.") from None
-    if not type_name or not local_id:
-        raise bad_user_input("Malformed id.")
     return type_name, local_id
 
 

@@ -1,8 +1,10 @@
-"""Domain errors raised by the services; the resolvers turn them into GraphQL.
+"""Domain errors raised by the services; one decorator (resolvers/answers.py) turns them
+into GraphQL.
 
     ServiceError
      ├── Rejected            expected failure of a mutation -> payload.userErrors
-     │                       (one or more Problems, each with a ProblemCode and an input field path)
+     │                       (one or more Problems, each with a ProblemCode, the schema's
+     │                       UserErrorCode, and an input field path)
      └── Throttled           too many requests from this client, or the password hasher is
                              saturated -> a RATE_LIMITED GraphQL error with retryAfter
 

@@ -14,6 +14,7 @@ from usergraph.services import validation
 from usergraph.services.audit import log_security_event
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.throttling import account_locked, hashing
+from usergraph.services.users import get_user_or_reject
 
 
 async def change_password(
@@ -32,9 +33,7 @@ async def change_password(
     stolen access token cannot be used to guess the password at the hasher's speed.
     """
     async with db.read_sessionmaker() as s:
-        user = await s.get(User, user_id)
-    if user is None:
-        raise Rejected.one(ProblemCode.NOT_FOUND, "No such user.")
+        user = await get_user_or_reject(s, user_id)
     wrong = Rejected.one(
         ProblemCode.INVALID_CREDENTIALS,
         "The current password is wrong.",

@@ -29,6 +29,7 @@ from usergraph.services.throttling import count_ip_attempt
 
 MAX_USER_AGENT_LENGTH = 512
 INVALID_REFRESH_TOKEN = "This refresh token is not valid."
+ALREADY_USED = "This refresh token was already used."
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ async def refresh(
         token, user_session = found
         if token.used_at is not None:
             if now - token.used_at <= policy.reuse_grace:
-                raise invalid_refresh_token("This refresh token was already used.")
+                raise invalid_refresh_token(ALREADY_USED)
             # Committed below, even though the request fails.
             await session_queries.revoke_sessions(
                 s, now=now, reason="refresh_token_reused", session_ids=[user_session.id]
@@ -181,7 +182,7 @@ async def refresh(
             if user is None or not user.is_active:
                 raise invalid_refresh_token()
             if not await session_queries.claim_refresh_token(s, token_id=token.id, now=now):
-                raise invalid_refresh_token("This refresh token was already used.")
+                raise invalid_refresh_token(ALREADY_USED)
             signed_in = await rotate_refresh_token(
                 s,
                 user=user,

@@ -197,7 +197,7 @@ async def update_profile(
         new_username = problems.check(validation.clean_username, username, "input", "username")
     problems.raise_any()
     async with db.sessionmaker() as s, s.begin():
-        user = await _get_user(s, user_id, field=())
+        user = await get_user_or_reject(s, user_id, field=())
         if isinstance(new_username, str) and new_username != user.username:
             await _check_free(s, email_key=None, username=new_username)
             user.username = new_username
@@ -211,7 +211,8 @@ async def update_profile(
         return user
 
 
-async def _get_user(s: AsyncSession, user_id: int, *, field: tuple[str, ...]) -> User:
+async def get_user_or_reject(s: AsyncSession, user_id: int, *, field: tuple[str, ...] = ()) -> User:
+    """The user with this id, or Rejected with NOT_FOUND (at field)."""
     user = await s.get(User, user_id)
     if user is None:
         raise Rejected([Problem(ProblemCode.NOT_FOUND, "No such user.", field)])
@@ -224,7 +225,7 @@ async def set_user_roles(
     """Replace the user's roles with role_names; return the user."""
     wanted = list(dict.fromkeys(_role_key(name) for name in role_names))
     async with db.sessionmaker() as s, s.begin():
-        user = await _get_user(s, user_id, field=("input", "userId"))
+        user = await get_user_or_reject(s, user_id, field=("input", "userId"))
         roles = await user_queries.get_roles_by_names(s, wanted)
         known = {role.name for role in roles}
         unknown = [
@@ -276,7 +277,7 @@ async def _keep_an_admin(s: AsyncSession, *, user_id: int) -> None:
 async def set_user_active(*, db: Database, actor_id: int, user_id: int, active: bool) -> User:
     """Enable or disable the account; disabling ends all of its sessions. Return the user."""
     async with db.sessionmaker() as s, s.begin():
-        user = await _get_user(s, user_id, field=("input", "userId"))
+        user = await get_user_or_reject(s, user_id, field=("input", "userId"))
         if not active:
             if user.id == actor_id:
                 raise Rejected.one(

@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from usergraph.services.errors import Problem, ProblemCode, Rejected
 
 MAX_EMAIL_LENGTH = 254
+EMAIL_TOO_LONG = "Email address is too long."
 USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,28}[a-z0-9]")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -36,7 +37,7 @@ def clean_email(email: str, *field: str) -> str:
     """Return the normalized email (domain lower-cased, Unicode normalized)."""
     email = email.strip()
     if len(email) > MAX_EMAIL_LENGTH:
-        raise Rejected.one(ProblemCode.INVALID_EMAIL, "Email address is too long.", *field)
+        raise Rejected.one(ProblemCode.INVALID_EMAIL, EMAIL_TOO_LONG, *field)
     try:
         normalized = validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError:
@@ -44,7 +45,7 @@ def clean_email(email: str, *field: str) -> str:
             ProblemCode.INVALID_EMAIL, "Enter a valid email address.", *field
         ) from None
     if len(normalized) > MAX_EMAIL_LENGTH:
-        raise Rejected.one(ProblemCode.INVALID_EMAIL, "Email address is too long.", *field)
+        raise Rejected.one(ProblemCode.INVALID_EMAIL, EMAIL_TOO_LONG, *field)
     return normalized
 
 
