@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import uuid
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import update
 
 from tests.client import DEFAULT_PASSWORD, GraphQL
 from usergraph.auth.throttle import Throttle
+from usergraph.db.models import User, UserSession
 from usergraph.runtime import Runtime
-from usergraph.services import auth
+from usergraph.services import auth, sessions
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import ClientInfo, SignedIn
 
@@ -29,6 +36,23 @@ TOKEN_FIELDS = (
     "refreshTokenExpiresAt",
     "user",
 )
+
+
+# What the request id middleware keeps or makes: short and plain, so it cannot forge log lines.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+# The headers every response carries (usergraph.middleware.SecurityHeadersMiddleware).
+BASE_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+# Trusted proxies (USERGRAPH_TRUSTED_PROXIES): a network holding the test client's address.
+PROXIES = ["203.0.113.0/24"]
+_REGISTER_FOR_SESSION_IP = """mutation($input: RegisterInput!) { register(input: $input) {
+  accessToken userErrors { code field }
+} }"""
+_SESSION_IPS = "{ me { sessions { edges { node { ipAddress } } } } }"
 
 
 def problems(payload: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -85,6 +109,28 @@ async def refresh_codes(gql: GraphQL, refresh_token: str) -> list[str]:
     return [error["code"] for error in (await refresh(gql, refresh_token))["userErrors"]]
 
 
+async def session_ip(gql: GraphQL, headers: dict[str, str]) -> str | None:
+    """Register a new account with these request headers; the ip its session recorded."""
+    username = f"u{uuid.uuid4().hex[:12]}"  # apps built here share the database, unemptied
+    variables = {
+        "input": {
+            "email": f"{username}@example.com",
+            "username": username,
+            "password": DEFAULT_PASSWORD,
+        }
+    }
+    response = await gql.post(_REGISTER_FOR_SESSION_IP, variables, headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    payload = body["data"]["register"]
+    assert payload["userErrors"] == [], payload
+    data = await gql.ok(_SESSION_IPS, token=payload["accessToken"])
+    [edge] = data["me"]["sessions"]["edges"]
+    ip: str | None = edge["node"]["ipAddress"]
+    return ip
+
+
 # --- services against the database -------------------------------------------------------
 
 CLIENT = ClientInfo(ip_address="203.0.113.7", user_agent="pytest")
@@ -137,3 +183,26 @@ async def sign_in(
         password=password,
         client=client,
     )
+
+
+async def refreshed(runtime: Runtime, token: str, *, grace: timedelta | None = None) -> SignedIn:
+    """sessions.refresh, with another reuse grace when one is given."""
+    policy = runtime.policy
+    if grace is not None:
+        policy = dataclasses.replace(policy, reuse_grace=grace)
+    return await sessions.refresh(
+        db=runtime.db, policy=policy, throttle=runtime.throttle, refresh_token=token, client=CLIENT
+    )
+
+
+async def stored_session(runtime: Runtime, session_id: uuid.UUID) -> UserSession:
+    async with runtime.db.sessionmaker() as s:
+        user_session = await s.get(UserSession, session_id)
+    assert user_session is not None
+    return user_session
+
+
+async def disable(runtime: Runtime, user_id: int) -> None:
+    """Disable the account straight in the database."""
+    async with runtime.db.sessionmaker() as s, s.begin():
+        await s.execute(update(User).where(User.id == user_id).values(is_active=False))

@@ -1,10 +1,21 @@
-"""Settings: environment parsing and the production safety checks."""
+"""Settings: environment parsing and the production safety checks; what USERGRAPH_ENV=production
+turns off (GraphiQL, introspection, field suggestions, internal error messages) and on (Secure
+cookies), each overridable by its own setting, and each the other way round in development."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
 import pytest
 from pydantic import ValidationError
 
+from tests.client import GraphQL, serving
+from tests.environment import make_settings
+from tests.helpers import error_codes
 from usergraph.settings import Settings
 
 STRONG_KEY = "k" * 32
@@ -67,3 +78,194 @@ def test_argon2_memory_must_cover_every_lane() -> None:
         Settings(_env_file=None, argon2_memory_cost_kib=16, argon2_parallelism=4)  # type: ignore[call-arg]
     fits = Settings(_env_file=None, argon2_memory_cost_kib=32, argon2_parallelism=4)  # type: ignore[call-arg]
     assert fits.argon2_memory_cost_kib == 32
+
+
+# --- trusted proxies --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["not-an-ip", "10.0.0.1, not-an-ip", "10.0.0.0/33"], ids=str)
+def test_settings_refuse_a_bad_trusted_proxy(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings("sqlite+aiosqlite://", tmp_path, trusted_proxies=value)
+    bad = value.split(",")[-1].strip()
+    assert f"{bad!r} is not an ip address or network" in str(refused.value)
+
+    monkeypatch.setenv("USERGRAPH_TRUSTED_PROXIES", value)
+    with pytest.raises(ValidationError, match="is not an ip address or network"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_settings_read_trusted_proxies_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("USERGRAPH_TRUSTED_PROXIES", " 10.0.0.1 , 203.0.113.0/24,")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.trusted_proxies == ["10.0.0.1", "203.0.113.0/24"]
+
+
+# --- production mode, over HTTP ---------------------------------------------------------------
+
+
+SECRET = "secret-detail-of-the-fault"
+INTROSPECTION = "{ __schema { types { name } } }"
+REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
+  accessToken userErrors { code }
+} }"""
+
+
+async def register(gql: GraphQL) -> httpx.Response:
+    """Register a fresh account (apps built here share the database, unemptied)."""
+    username = f"u{uuid.uuid4().hex[:12]}"
+    response = await gql.post(
+        REGISTER,
+        {
+            "input": {
+                "email": f"{username}@example.com",
+                "username": username,
+                "password": "correct horse battery staple",
+            }
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["register"]["userErrors"] == [], response.text
+    return response
+
+
+async def explode(**_kwargs: Any) -> NoReturn:
+    raise RuntimeError(SECRET)
+
+
+# --- probes: is the feature on in this app? ---------------------------------------------------
+
+
+async def graphiql_served(gql: GraphQL, monkeypatch: pytest.MonkeyPatch) -> bool:
+    response = await gql.client.get("/graphql", headers={"accept": "text/html"})
+    is_ide = str(response.headers.get("content-type", "")).startswith("text/html")
+    if not is_ide:
+        # Not the IDE, and not a bare 404 either: a GraphQL request error.
+        assert response.status_code in (400, 406), response.text
+        assert error_codes(response.json()) == ["BAD_REQUEST"]
+        assert "graphiql" not in response.text.lower()
+    else:
+        assert response.status_code == 200
+        assert "graphiql" in response.text.lower()
+    return is_ide
+
+
+async def introspection_answered(gql: GraphQL, monkeypatch: pytest.MonkeyPatch) -> bool:
+    body = await gql(INTROSPECTION)
+    if "errors" in body:
+        assert body.get("data") is None
+        assert set(error_codes(body)) == {"GRAPHQL_VALIDATION_FAILED"}, body
+        return False
+    assert {"name": "User"} in body["data"]["__schema"]["types"]
+    return True
+
+
+async def fields_suggested(gql: GraphQL, monkeypatch: pytest.MonkeyPatch) -> bool:
+    body = await gql("{ mee { id } }")
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "mee" in error["message"]
+    suggested = "Did you mean" in error["message"]
+    assert suggested == ("'me'" in error["message"]), error["message"]
+    return suggested
+
+
+async def internal_errors_exposed(gql: GraphQL, monkeypatch: pytest.MonkeyPatch) -> bool:
+    token = (await register(gql)).json()["data"]["register"]["accessToken"]
+    # The resolver calls through its module reference to the service: patch it there.
+    monkeypatch.setattr("usergraph.resolvers.users.user_service.get_user_by_username", explode)
+    response = await gql.post('{ user(username: "ann") { id } }', token=token)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == {"user": None}
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+    assert error["message"].startswith("Internal server error")
+    if SECRET not in response.text:
+        assert error["message"] == "Internal server error"
+        assert "RuntimeError" not in response.text
+        assert "Traceback" not in response.text
+        return False
+    return True
+
+
+async def cookie_secure(gql: GraphQL, monkeypatch: pytest.MonkeyPatch) -> bool:
+    [cookie] = (await register(gql)).headers.get_list("set-cookie")
+    attributes = [part.strip().lower() for part in cookie.split(";")]
+    assert attributes[0].startswith("usergraph_refresh=")
+    assert "httponly" in attributes
+    return "secure" in attributes
+
+
+Probe = Callable[[GraphQL, pytest.MonkeyPatch], Awaitable[bool]]
+FEATURES: dict[str, tuple[Probe, str, dict[str, Any]]] = {
+    # name: (probe, its setting, other settings the probe needs)
+    "graphiql": (graphiql_served, "graphiql", {}),
+    "introspection": (introspection_answered, "introspection", {}),
+    "field-suggestions": (fields_suggested, "field_suggestions", {}),
+    # conftest's make_settings masks internal errors everywhere; None is the env's default.
+    "internal-errors": (internal_errors_exposed, "expose_internal_errors", {}),
+    "secure-cookie": (cookie_secure, "secure_cookies", {"refresh_cookie": True}),
+}
+# Whether each feature is on by default in production.
+ON_IN_PRODUCTION = {"secure-cookie"}
+
+
+def cases() -> list[Any]:
+    params = []
+    for name in FEATURES:
+        production = name in ON_IN_PRODUCTION
+        params += [
+            pytest.param(name, "production", None, production, id=f"{name}-production"),
+            pytest.param(
+                name, "production", not production, not production, id=f"{name}-production-set"
+            ),
+            pytest.param(name, "development", None, not production, id=f"{name}-development"),
+            pytest.param(name, "development", production, production, id=f"{name}-development-set"),
+        ]
+    return params
+
+
+@pytest.mark.parametrize(("feature", "env", "setting", "expected"), cases())
+async def test_production_defaults_and_their_settings(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    feature: str,
+    env: str,
+    setting: bool | None,
+    expected: bool,
+) -> None:
+    probe, setting_name, needs = FEATURES[feature]
+    overrides = {"env": env, setting_name: setting, **needs}
+    async with serving(database_url, tmp_path, **overrides) as gql:
+        assert await probe(gql, monkeypatch) is expected
+
+
+async def test_production_answers_typename_without_introspection(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Clients add __typename to their queries; only the schema itself is hidden."""
+    async with serving(database_url, tmp_path, env="production") as gql:
+        assert await gql.ok("{ __typename me { id } }") == {"__typename": "Query", "me": None}
+        hidden = await gql('{ __type(name: "User") { name fields { name } } }')
+    assert set(error_codes(hidden)) == {"GRAPHQL_VALIDATION_FAILED"}, hidden
+    assert "User" not in str(hidden.get("data"))
+
+
+async def test_production_still_explains_request_errors(database_url: str, tmp_path: Path) -> None:
+    """Masking hides internal faults, not the client's own mistakes."""
+    async with serving(
+        database_url, tmp_path, env="production", expose_internal_errors=None
+    ) as gql:
+        syntax = await gql("{ me { id ")
+        unauthenticated = await gql("{ users { totalCount } }")
+    assert error_codes(syntax) == ["GRAPHQL_PARSE_FAILED"]
+    assert syntax["errors"][0]["message"].startswith("Syntax Error")
+    assert error_codes(unauthenticated) == ["UNAUTHENTICATED"]
+    assert unauthenticated["errors"][0]["message"] != "Internal server error"

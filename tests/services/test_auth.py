@@ -1,11 +1,9 @@
-"""Signing in against a real database: register, login, refresh rotation, password change."""
+"""Signing in against a real database: register and login."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
-from datetime import timedelta
 
 import anyio
 import pytest
@@ -13,27 +11,23 @@ from passlib.hash import bcrypt
 from sqlalchemy import func, select, update
 
 from tests.client import DEFAULT_PASSWORD
-from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
+from tests.helpers import (
+    CLIENT,
+    codes_and_fields,
+    disable,
+    refreshed,
+    sign_in,
+    sign_up,
+    stored_session,
+)
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
-from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
+from usergraph.auth.tokens import hash_refresh_token
 from usergraph.db.models import RefreshToken, User, UserSession
 from usergraph.runtime import Runtime
-from usergraph.services import passwords, sessions
 from usergraph.services.errors import ProblemCode, Rejected, Throttled
 from usergraph.services.sessions import SignedIn
 from usergraph.services.users import create_user
-
-NEW_PASSWORD = "a new and different passphrase"
-
-
-async def refresh(runtime: Runtime, token: str, *, grace: timedelta | None = None) -> SignedIn:
-    policy = runtime.policy
-    if grace is not None:
-        policy = dataclasses.replace(policy, reuse_grace=grace)
-    return await sessions.refresh(
-        db=runtime.db, policy=policy, throttle=runtime.throttle, refresh_token=token, client=CLIENT
-    )
 
 
 async def stored_user(runtime: Runtime, user_id: int) -> User:
@@ -41,13 +35,6 @@ async def stored_user(runtime: Runtime, user_id: int) -> User:
         user = await s.get(User, user_id)
     assert user is not None
     return user
-
-
-async def stored_session(runtime: Runtime, session_id: uuid.UUID) -> UserSession:
-    async with runtime.db.sessionmaker() as s:
-        user_session = await s.get(UserSession, session_id)
-    assert user_session is not None
-    return user_session
 
 
 async def set_password_hash(runtime: Runtime, user_id: int, password_hash: str) -> None:
@@ -185,7 +172,7 @@ async def test_login_by_email_in_any_case_or_by_username(runtime: Runtime, login
     claims = runtime.policy.tokens.decode_access_token(signed_in.access.token)
     assert (claims.user_id, claims.session_id) == (registered.user.id, signed_in.session_id)
     # Each login opens its own session; the first still works.
-    assert (await refresh(runtime, registered.refresh_token)).session_id == registered.session_id
+    assert (await refreshed(runtime, registered.refresh_token)).session_id == registered.session_id
 
 
 async def test_login_carries_the_users_roles(runtime: Runtime) -> None:
@@ -253,14 +240,9 @@ async def test_overlong_credentials_are_refused(
     assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
 
 
-async def _disable(runtime: Runtime, user_id: int) -> None:
-    async with runtime.db.sessionmaker() as s, s.begin():
-        await s.execute(update(User).where(User.id == user_id).values(is_active=False))
-
-
 async def test_disabled_account_with_correct_password(runtime: Runtime) -> None:
     registered = await sign_up(runtime, "ann")
-    await _disable(runtime, registered.user.id)
+    await disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann")
     assert codes_and_fields(caught.value) == [(ProblemCode.ACCOUNT_DISABLED, ())]
@@ -268,7 +250,7 @@ async def test_disabled_account_with_correct_password(runtime: Runtime) -> None:
 
 async def test_disabled_account_with_wrong_password_reveals_nothing(runtime: Runtime) -> None:
     registered = await sign_up(runtime, "ann")
-    await _disable(runtime, registered.user.id)
+    await disable(runtime, registered.user.id)
     with pytest.raises(Rejected) as caught:
         await sign_in(runtime, "ann", "not the right password")
     assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
@@ -346,233 +328,7 @@ async def test_failed_login_does_not_rehash(runtime: Runtime) -> None:
     assert (await stored_user(runtime, registered.user.id)).password_hash == old_hash
 
 
-# --- refresh -----------------------------------------------------------------------------
-
-
-async def test_refresh_rotates_the_token_pair(runtime: Runtime) -> None:
-    first = await sign_up(runtime, "ann")
-    second = await refresh(runtime, first.refresh_token)
-    assert second.session_id == first.session_id
-    assert second.user.id == first.user.id
-    assert second.refresh_token != first.refresh_token
-    assert second.access.token != first.access.token
-    claims = runtime.policy.tokens.decode_access_token(second.access.token)
-    assert (claims.user_id, claims.session_id) == (first.user.id, first.session_id)
-    # The new refresh token works in turn.
-    third = await refresh(runtime, second.refresh_token)
-    assert third.session_id == first.session_id
-
-
-async def test_reused_token_within_grace_is_only_refused(runtime: Runtime) -> None:
-    first = await sign_up(runtime, "ann")
-    second = await refresh(runtime, first.refresh_token)
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, first.refresh_token, grace=timedelta(minutes=5))
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-    # The session lives on: the newest token still works.
-    assert (await refresh(runtime, second.refresh_token)).session_id == first.session_id
-    assert (await stored_session(runtime, first.session_id)).revoked_at is None
-
-
-async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime) -> None:
-    first = await sign_up(runtime, "ann")
-    other_device = await sign_in(runtime, "ann")
-    second = await refresh(runtime, first.refresh_token)
-    third = await refresh(runtime, second.refresh_token)
-
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, first.refresh_token, grace=timedelta(0))
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))
-    ]
-
-    user_session = await stored_session(runtime, first.session_id)
-    assert user_session.revoked_at is not None
-    assert user_session.revoked_reason == "refresh_token_reused"
-    # The thief's (or owner's) newest token of that session no longer works...
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, third.refresh_token)
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-    # ...but the user's other sessions are untouched.
-    assert (await refresh(runtime, other_device.refresh_token)).session_id == (
-        other_device.session_id
-    )
-
-
-async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -> None:
-    first = await sign_up(runtime, "ann")
-    results = await asyncio.gather(
-        *(refresh(runtime, first.refresh_token, grace=timedelta(minutes=5)) for _ in range(5)),
-        return_exceptions=True,
-    )
-    winners = [result for result in results if isinstance(result, SignedIn)]
-    assert len(winners) == 1
-    for result in results:
-        if not isinstance(result, SignedIn):
-            assert isinstance(result, Rejected), repr(result)
-            assert codes_and_fields(result) == [
-                (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-            ]
-    assert (await refresh(runtime, winners[0].refresh_token)).session_id == first.session_id
-
-
-@pytest.mark.parametrize(
-    "token",
-    [
-        "",
-        "garbage",
-        "ugr_" + "A" * 43,
-        "ugr_" + "A" * MAX_REFRESH_TOKEN_LENGTH,
-        "x" * 100_000,
-    ],
-    ids=["empty", "garbage", "well-formed-unknown", "overlong", "huge"],
-)
-async def test_refresh_with_a_bad_token(runtime: Runtime, token: str) -> None:
-    await sign_up(runtime, "ann")
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, token)
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-
-
-async def test_refresh_with_the_stored_hash_instead_of_the_token(runtime: Runtime) -> None:
-    signed_in = await sign_up(runtime, "ann")
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, hash_refresh_token(signed_in.refresh_token))
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-
-
-async def test_refresh_for_a_disabled_account_is_refused(runtime: Runtime) -> None:
-    signed_in = await sign_up(runtime, "ann")
-    await _disable(runtime, signed_in.user.id)
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, signed_in.refresh_token)
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-
-
-async def test_expired_refresh_token_is_refused(runtime: Runtime) -> None:
-    signed_in = await sign_up(runtime, "ann")
-    async with runtime.db.sessionmaker() as s, s.begin():
-        await s.execute(
-            update(UserSession)
-            .where(UserSession.id == signed_in.session_id)
-            .values(expires_at=signed_in.user.created_at - timedelta(seconds=1))
-        )
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, signed_in.refresh_token)
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-
-
-# --- change password ---------------------------------------------------------------------
-
-
-async def change_password(
-    runtime: Runtime,
-    signed_in: SignedIn,
-    *,
-    current: str = DEFAULT_PASSWORD,
-    new: str = NEW_PASSWORD,
-    throttle: Throttle | None = None,
-) -> User:
-    return await passwords.change_password(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        throttle=throttle or runtime.throttle,
-        user_id=signed_in.user.id,
-        current_session_id=signed_in.session_id,
-        current_password=current,
-        new_password=new,
-    )
-
-
-async def test_change_password_with_the_wrong_current_password(runtime: Runtime) -> None:
-    signed_in = await sign_up(runtime, "ann")
-    with pytest.raises(Rejected) as caught:
-        await change_password(runtime, signed_in, current="not the right password")
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_CREDENTIALS, ("input", "currentPassword"))
-    ]
-    # Nothing changed.
-    await sign_in(runtime, "ann", DEFAULT_PASSWORD)
-
-
-@pytest.mark.parametrize("weak", ["short", "password123", "ann@example.com", "ANN_LEE"])
-async def test_change_password_to_a_weak_one(runtime: Runtime, weak: str) -> None:
-    signed_in = await sign_up(runtime, "ann_lee", email="ann@example.com")
-    with pytest.raises(Rejected) as caught:
-        await change_password(runtime, signed_in, new=weak)
-    assert codes_and_fields(caught.value) == [(ProblemCode.WEAK_PASSWORD, ("input", "newPassword"))]
-
-
-async def test_change_password_ends_other_sessions_only(runtime: Runtime) -> None:
-    current = await sign_up(runtime, "ann")
-    other = await sign_in(runtime, "ann")
-    someone_else = await sign_up(runtime, "bob")
-
-    updated = await change_password(runtime, current)
-    assert updated.id == current.user.id
-
-    with pytest.raises(Rejected) as caught:
-        await refresh(runtime, other.refresh_token)
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
-    ]
-    assert (await stored_session(runtime, other.session_id)).revoked_reason == "password_changed"
-    assert (await refresh(runtime, current.refresh_token)).session_id == current.session_id
-    assert (await refresh(runtime, someone_else.refresh_token)).user.id == someone_else.user.id
-
-    with pytest.raises(Rejected) as caught:
-        await sign_in(runtime, "ann", DEFAULT_PASSWORD)
-    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_CREDENTIALS, ())]
-    assert (await sign_in(runtime, "ann", NEW_PASSWORD)).user.id == current.user.id
-
-
-async def test_wrong_current_passwords_lock_the_account(runtime: Runtime) -> None:
-    """A stolen access token cannot guess the password at the hasher's speed."""
-    throttle = Throttle({rule: "2/15 minutes" for rule in Rule})
-    signed_in = await sign_up(runtime, "ann")
-    for _ in range(2):
-        with pytest.raises(Rejected) as caught:
-            await change_password(runtime, signed_in, current="guess", throttle=throttle)
-        assert [p.code for p in caught.value.problems] == [ProblemCode.INVALID_CREDENTIALS]
-    with pytest.raises(Rejected) as caught:
-        await change_password(runtime, signed_in, throttle=throttle)  # even the right one
-    [problem] = caught.value.problems
-    assert (problem.code, problem.field) == (
-        ProblemCode.ACCOUNT_LOCKED,
-        ("input", "currentPassword"),
-    )
-    assert problem.retry_after is not None and 0 < problem.retry_after <= 900
-    # The same counter guards login by username.
-    with pytest.raises(Rejected) as caught:
-        await sign_in(runtime, "ann", throttle=throttle)
-    assert [p.code for p in caught.value.problems] == [ProblemCode.ACCOUNT_LOCKED]
-    await throttle.close()
-
-
-async def test_change_password_of_an_unknown_user(runtime: Runtime) -> None:
-    with pytest.raises(Rejected) as caught:
-        await passwords.change_password(
-            db=runtime.db,
-            passwords=runtime.passwords,
-            throttle=runtime.throttle,
-            user_id=987_654,
-            current_session_id=None,
-            current_password=DEFAULT_PASSWORD,
-            new_password=NEW_PASSWORD,
-        )
-    assert [problem.code for problem in caught.value.problems] == [ProblemCode.NOT_FOUND]
+# --- busy hasher -------------------------------------------------------------------------
 
 
 async def test_attempts_refused_as_busy_are_not_counted(

@@ -1,12 +1,25 @@
-"""Sessions against a real database: logout by refresh token, logout everywhere, revocation."""
+"""Sessions against a real database: refresh rotation, logout by refresh token, logout everywhere,
+revocation."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
-from tests.helpers import CLIENT, codes_and_fields, sign_in, sign_up
+from tests.helpers import (
+    CLIENT,
+    codes_and_fields,
+    disable,
+    refreshed,
+    sign_in,
+    sign_up,
+    stored_session,
+)
+from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
 from usergraph.db.models import ADMIN_ROLE, UserSession, utcnow
 from usergraph.runtime import Runtime
 from usergraph.services import sessions
@@ -37,6 +50,134 @@ async def refresh_works(runtime: Runtime, signed_in: SignedIn) -> bool:
         ]
         return False
     return True
+
+
+# --- refresh -----------------------------------------------------------------------------
+
+
+async def test_refresh_rotates_the_token_pair(runtime: Runtime) -> None:
+    first = await sign_up(runtime, "ann")
+    second = await refreshed(runtime, first.refresh_token)
+    assert second.session_id == first.session_id
+    assert second.user.id == first.user.id
+    assert second.refresh_token != first.refresh_token
+    assert second.access.token != first.access.token
+    claims = runtime.policy.tokens.decode_access_token(second.access.token)
+    assert (claims.user_id, claims.session_id) == (first.user.id, first.session_id)
+    # The new refresh token works in turn.
+    third = await refreshed(runtime, second.refresh_token)
+    assert third.session_id == first.session_id
+
+
+async def test_reused_token_within_grace_is_only_refused(runtime: Runtime) -> None:
+    first = await sign_up(runtime, "ann")
+    second = await refreshed(runtime, first.refresh_token)
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, first.refresh_token, grace=timedelta(minutes=5))
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
+    # The session lives on: the newest token still works.
+    assert (await refreshed(runtime, second.refresh_token)).session_id == first.session_id
+    assert (await stored_session(runtime, first.session_id)).revoked_at is None
+
+
+async def test_reused_token_after_grace_ends_the_whole_session(runtime: Runtime) -> None:
+    first = await sign_up(runtime, "ann")
+    other_device = await sign_in(runtime, "ann")
+    second = await refreshed(runtime, first.refresh_token)
+    third = await refreshed(runtime, second.refresh_token)
+
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, first.refresh_token, grace=timedelta(0))
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.REFRESH_TOKEN_REUSED, ("input", "refreshToken"))
+    ]
+
+    user_session = await stored_session(runtime, first.session_id)
+    assert user_session.revoked_at is not None
+    assert user_session.revoked_reason == "refresh_token_reused"
+    # The thief's (or owner's) newest token of that session no longer works...
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, third.refresh_token)
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
+    # ...but the user's other sessions are untouched.
+    assert (await refreshed(runtime, other_device.refresh_token)).session_id == (
+        other_device.session_id
+    )
+
+
+async def test_concurrent_refreshes_of_one_token_rotate_once(runtime: Runtime) -> None:
+    first = await sign_up(runtime, "ann")
+    results = await asyncio.gather(
+        *(refreshed(runtime, first.refresh_token, grace=timedelta(minutes=5)) for _ in range(5)),
+        return_exceptions=True,
+    )
+    winners = [result for result in results if isinstance(result, SignedIn)]
+    assert len(winners) == 1
+    for result in results:
+        if not isinstance(result, SignedIn):
+            assert isinstance(result, Rejected), repr(result)
+            assert codes_and_fields(result) == [
+                (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+            ]
+    assert (await refreshed(runtime, winners[0].refresh_token)).session_id == first.session_id
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "garbage",
+        "ugr_" + "A" * 43,
+        "ugr_" + "A" * MAX_REFRESH_TOKEN_LENGTH,
+        "x" * 100_000,
+    ],
+    ids=["empty", "garbage", "well-formed-unknown", "overlong", "huge"],
+)
+async def test_refresh_with_a_bad_token(runtime: Runtime, token: str) -> None:
+    await sign_up(runtime, "ann")
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, token)
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
+
+
+async def test_refresh_with_the_stored_hash_instead_of_the_token(runtime: Runtime) -> None:
+    signed_in = await sign_up(runtime, "ann")
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, hash_refresh_token(signed_in.refresh_token))
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
+
+
+async def test_refresh_for_a_disabled_account_is_refused(runtime: Runtime) -> None:
+    signed_in = await sign_up(runtime, "ann")
+    await disable(runtime, signed_in.user.id)
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, signed_in.refresh_token)
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
+
+
+async def test_expired_refresh_token_is_refused(runtime: Runtime) -> None:
+    signed_in = await sign_up(runtime, "ann")
+    async with runtime.db.sessionmaker() as s, s.begin():
+        await s.execute(
+            update(UserSession)
+            .where(UserSession.id == signed_in.session_id)
+            .values(expires_at=signed_in.user.created_at - timedelta(seconds=1))
+        )
+    with pytest.raises(Rejected) as caught:
+        await refreshed(runtime, signed_in.refresh_token)
+    assert codes_and_fields(caught.value) == [
+        (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
+    ]
 
 
 # --- logout by refresh token -------------------------------------------------------------

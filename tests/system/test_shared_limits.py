@@ -24,7 +24,7 @@ import redis
 
 from tests.client import DEFAULT_PASSWORD
 from tests.environment import TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SIGNING_KEY, postgres_database
-from tests.processes import run_servers, server_env
+from tests.system.processes import run_servers, server_env
 
 pytestmark = [
     pytest.mark.slow,

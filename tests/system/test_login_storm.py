@@ -35,7 +35,7 @@ import pytest
 
 from tests.client import DEFAULT_PASSWORD
 from tests.environment import TEST_SIGNING_KEY
-from tests.processes import migrate, run_servers, server_env
+from tests.system.processes import migrate, run_servers, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,12 @@
-"""Security headers on every response, the GraphiQL page's content security policy, and the
-request body limit."""
+"""The ASGI middleware: security headers on every response and the GraphiQL page's content
+security policy (SecurityHeadersMiddleware); the request id and the client's ip of every
+request (RequestIdMiddleware)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.client import DEFAULT_PASSWORD, GraphQL, serving
-from usergraph.settings import Settings
+from tests.client import GraphQL, serving
+from tests.helpers import BASE_HEADERS, PROXIES, SAFE_REQUEST_ID, session_ip
 
-BASE_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-}
 ONE_YEAR = 365 * 24 * 3600
-REGISTER = """mutation($input: RegisterInput!) { register(input: $input) {
-  user { username } userErrors { code field }
-} }"""
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:
@@ -266,90 +256,60 @@ def test_allows_is_strict_enough() -> None:
     assert not allows(["https://*.example.com/js/"], "https://cdn.example.com/css/a.css")
 
 
-# --- the body limit ---------------------------------------------------------------------------
+# --- the request id ---------------------------------------------------------------------------
 
 
-def body_of_size(size: int, query: str, variables: dict[str, Any] | None = None) -> bytes:
-    """A JSON request of exactly size bytes (padded with trailing whitespace, valid JSON)."""
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    assert len(body) <= size
-    return body + b" " * (size - len(body))
+async def test_a_plain_request_id_is_echoed(gql: GraphQL) -> None:
+    response = await gql.post("{ me { id } }", headers={"x-request-id": "abc12345-req"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "abc12345-req"
 
 
-def register_body(size: int, username: str) -> bytes:
-    variables = {
-        "input": {
-            "email": f"{username}@example.com",
-            "username": username,
-            "password": DEFAULT_PASSWORD,
-        }
-    }
-    return body_of_size(size, REGISTER, variables)
+async def test_a_request_id_is_made_when_none_is_sent(gql: GraphQL) -> None:
+    first = await gql.post("{ me { id } }")
+    second = await gql.post("{ me { id } }")
+    for response in (first, second):
+        assert SAFE_REQUEST_ID.fullmatch(response.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
-async def post_body(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
-    return await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+@pytest.mark.parametrize(
+    "unsafe",
+    ["bad\nid-12345", "bad\r\nSet-Cookie: x=1", "a" * 500, "short", "has space 123", "id;drop-1"],
+    ids=["newline", "header-injection", "500-chars", "too-short", "space", "semicolon"],
+)
+async def test_an_unsafe_request_id_is_replaced(gql: GraphQL, unsafe: str) -> None:
+    response = await gql.post("{ me { id } }", headers={"x-request-id": unsafe})
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    assert request_id != unsafe
+    assert SAFE_REQUEST_ID.fullmatch(request_id)
+    assert "set-cookie" not in response.headers
 
 
-async def assert_no_account(gql: GraphQL, username: str) -> None:
-    """Nothing was registered under username: registering it now succeeds."""
-    data = await gql.ok(
-        REGISTER,
-        {
-            "input": {
-                "email": f"{username}@example.com",
-                "username": username,
-                "password": DEFAULT_PASSWORD,
-            }
-        },
-    )
-    assert data["register"] == {"user": {"username": username}, "userErrors": []}
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    echoed = await client.get("/healthz", headers={"x-request-id": "client-chosen-id-42"})
+    assert echoed.headers["x-request-id"] == "client-chosen-id-42"
+    made = await client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
+    assert made.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(made.headers["x-request-id"]) == 32
 
 
-async def test_a_body_over_the_limit_is_refused_unread(gql: GraphQL, settings: Settings) -> None:
-    limit = settings.max_body_bytes
-    assert limit == 1024 * 1024
-
-    response = await post_body(gql.client, register_body(limit + 1, "huge"))
-
-    assert response.status_code == 413
-    for header, value in BASE_HEADERS.items():
-        assert response.headers.get(header) == value, header
-    assert "huge" not in response.text
-    await assert_no_account(gql, "huge")
+# --- the client's ip --------------------------------------------------------------------------
 
 
-async def test_a_body_at_the_limit_is_processed(gql: GraphQL, settings: Settings) -> None:
-    response = await post_body(gql.client, register_body(settings.max_body_bytes, "atlimit"))
-    assert response.status_code == 200, response.text[:200]
-    assert response.json()["data"]["register"] == {
-        "user": {"username": "atlimit"},
-        "userErrors": [],
-    }
-
-
-async def test_a_streamed_body_over_the_limit_is_refused(gql: GraphQL, settings: Settings) -> None:
-    """Without a Content-Length (chunked), the limit applies while the body streams in."""
-    body = register_body(settings.max_body_bytes + 1, "streamed")
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 64 * 1024):
-            yield body[start : start + 64 * 1024]
-
-    response = await gql.client.post(
-        "/graphql", content=chunks(), headers={"content-type": "application/json"}
-    )
-
-    assert response.status_code == 413
-    await assert_no_account(gql, "streamed")
-
-
-async def test_the_body_limit_is_configurable(database_url: str, tmp_path: Path) -> None:
-    async with serving(database_url, tmp_path, max_body_bytes=2048) as gql:
-        at_limit = await post_body(gql.client, body_of_size(2048, "{ me { id } }"))
-        over = await post_body(gql.client, body_of_size(2049, "{ me { id } }"))
-        default_sized = await post_body(gql.client, body_of_size(4096, "{ me { id } }"))
-    assert at_limit.status_code == 200
-    assert at_limit.json() == {"data": {"me": None}}
-    assert over.status_code == 413
-    assert default_sized.status_code == 413
+@pytest.mark.parametrize(
+    "forwarded_for",
+    ["x" * 60, f"{'f' * 60}, 203.0.113.50"],
+    ids=["long-garbage", "long-garbage-through-a-proxy"],
+)
+async def test_a_forwarded_value_that_is_not_an_ip_does_not_break_sign_in(
+    database_url: str, tmp_path: Path, forwarded_for: str
+) -> None:
+    """What a trusted proxy forwards is still text from the network: a value that is not an ip
+    (a client inside the trusted network, a proxy passing the header on as it came) must
+    neither fail the request nor be recorded as the client's address."""
+    async with serving(database_url, tmp_path, trusted_proxies=PROXIES) as gql:
+        ip = await session_ip(gql, {"x-forwarded-for": forwarded_for})
+    # The session is opened without an address rather than with the forwarded text.
+    assert ip is None

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.client import DEFAULT_PASSWORD
-from tests.processes import serve
+from tests.system.processes import serve
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import CLI, serve
+from tests.system.processes import CLI, serve
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def curl_walkthrough() -> str:

@@ -1,6 +1,6 @@
 """The GraphQL-over-HTTP spec audits of graphql-http (`auditServer`) against a real server.
 
-The npm package is pinned by tests/graphql_http/package-lock.json and installed there with
+The npm package is pinned by tests/system/graphql_http/package-lock.json and installed there with
 `npm ci` when node_modules is missing. Every audit must pass, recommendations (warn) and
 optional ones (notice) included. Runs once, on SQLite, not once per database: it checks HTTP.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import serve
+from tests.system.processes import serve
 
 pytestmark = pytest.mark.slow
 

@@ -46,6 +46,8 @@ from tests.client import DEFAULT_PASSWORD, Account, GraphQL
 from usergraph.schema import build_schema
 from usergraph.schema.errors import ErrorCode
 
+pytestmark = pytest.mark.slow
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
