@@ -12,9 +12,11 @@ from sqlalchemy import update
 
 from tests.client import DEFAULT_PASSWORD, GraphQL
 from usergraph.auth.throttle import Throttle
-from usergraph.db.models import User, UserSession
+from usergraph.db import sessions as session_queries
+from usergraph.db import users as user_queries
+from usergraph.db.models import User, UserSession, utcnow
 from usergraph.runtime import Runtime
-from usergraph.services import auth, sessions
+from usergraph.services import auth, sessions, users
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import ClientInfo, SignedIn
 
@@ -206,3 +208,37 @@ async def disable(runtime: Runtime, user_id: int) -> None:
     """Disable the account straight in the database."""
     async with runtime.db.sessionmaker() as s, s.begin():
         await s.execute(update(User).where(User.id == user_id).values(is_active=False))
+
+
+async def create_account(
+    runtime: Runtime, username: str, *, admin: bool = False, display_name: str | None = None
+) -> User:
+    """services.users.create_user, with an email made from the username."""
+    return await users.create_user(
+        db=runtime.db,
+        passwords=runtime.passwords,
+        email=f"{username}@example.com",
+        username=username,
+        password=DEFAULT_PASSWORD,
+        display_name=display_name,
+        admin=admin,
+    )
+
+
+async def role_names(runtime: Runtime, user_id: int) -> list[str]:
+    async with runtime.db.read_sessionmaker() as s:
+        roles = await user_queries.roles_by_user_ids(s, [user_id])
+    return [role.name for role in roles.get(user_id, [])]
+
+
+async def stored_user(runtime: Runtime, user_id: int) -> User:
+    async with runtime.db.read_sessionmaker() as s:
+        user = await s.get(User, user_id)
+    assert user is not None
+    return user
+
+
+async def open_session_count(runtime: Runtime, user_id: int) -> int:
+    async with runtime.db.read_sessionmaker() as s:
+        counts = await session_queries.count_open_sessions(s, user_ids=[user_id], now=utcnow())
+    return counts.get(user_id, 0)

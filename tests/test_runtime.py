@@ -256,3 +256,11 @@ def test_token_codec_uses_the_issuer_audience_and_leeway(tmp_path: Path) -> None
     for other in (codec(jwt_issuer="someone-else"), codec(jwt_audience="someone-else")):
         with pytest.raises(InvalidAccessToken):
             other.decode_access_token(fresh)
+
+
+@pytest.mark.parametrize("pre_ping", [False, True])
+def test_pre_ping_follows_the_setting(database_url: str, tmp_path: Path, pre_ping: bool) -> None:
+    runtime = build_runtime(make_settings(database_url, tmp_path, database_pre_ping=pre_ping))
+    # SQLite connections are files: there is nothing to ping.
+    expected = pre_ping and not database_url.startswith("sqlite")
+    assert runtime.db.engine.pool._pre_ping is expected  # type: ignore[attr-defined]

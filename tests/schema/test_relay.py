@@ -245,13 +245,6 @@ def test_a_cursor_of_just_under_the_limit_is_read() -> None:
     assert decode_cursor(cursor, "t", (str,)) == (value,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: _decode_value passes a non-string JSON value to uuid.UUID(), which raises "
-    "AttributeError (not caught): a crafted Session cursor is an internal error, not "
-    "BAD_USER_INPUT",
-)
 @pytest.mark.parametrize("value", [5, ["x"], {"a": 1}], ids=["int", "list", "object"])
 def test_a_non_string_uuid_in_a_cursor_is_bad_user_input(value: object) -> None:
     cursor = cursor_of(["t", WHEN.isoformat(), value])

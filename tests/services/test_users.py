@@ -1,69 +1,34 @@
-"""Accounts against a real database: profiles, roles, activity and keyset-paged listing."""
+"""Accounts against a real database: creation, profiles and keyset-paged listing."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import anyio
 import pytest
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.client import DEFAULT_PASSWORD
-from tests.helpers import CLIENT, codes_and_fields, sign_up
-from usergraph.db import sessions as session_queries
-from usergraph.db import users as user_queries
-from usergraph.db.engine import Database
+from tests.helpers import (
+    codes_and_fields,
+    create_account,
+    open_session_count,
+    role_names,
+    stored_user,
+)
 from usergraph.db.keyset import Page, PageRequest
-from usergraph.db.models import User, utcnow
+from usergraph.db.models import User
 from usergraph.db.users import UserFilter, UserOrderColumn, user_sort_key
 from usergraph.runtime import Runtime
-from usergraph.services import auth, sessions, users
+from usergraph.services import administration, users
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.users import KEEP
-
-
-async def create(
-    runtime: Runtime, username: str, *, admin: bool = False, display_name: str | None = None
-) -> User:
-    return await users.create_user(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        email=f"{username}@example.com",
-        username=username,
-        password=DEFAULT_PASSWORD,
-        display_name=display_name,
-        admin=admin,
-    )
-
-
-async def role_names(runtime: Runtime, user_id: int) -> list[str]:
-    async with runtime.db.read_sessionmaker() as s:
-        roles = await user_queries.roles_by_user_ids(s, [user_id])
-    return [role.name for role in roles.get(user_id, [])]
-
-
-async def stored_user(runtime: Runtime, user_id: int) -> User:
-    async with runtime.db.read_sessionmaker() as s:
-        user = await s.get(User, user_id)
-    assert user is not None
-    return user
-
-
-async def open_session_count(runtime: Runtime, user_id: int) -> int:
-    async with runtime.db.read_sessionmaker() as s:
-        counts = await session_queries.count_open_sessions(s, user_ids=[user_id], now=utcnow())
-    return counts.get(user_id, 0)
-
 
 # --- create_user -------------------------------------------------------------------------
 
 
 async def test_create_user_gives_roles_and_opens_no_session(runtime: Runtime) -> None:
-    plain = await create(runtime, "ann")
-    admin = await create(runtime, "root", admin=True)
+    plain = await create_account(runtime, "ann")
+    admin = await create_account(runtime, "root", admin=True)
     assert await role_names(runtime, plain.id) == ["user"]
     assert await role_names(runtime, admin.id) == ["admin", "user"]
     assert await open_session_count(runtime, plain.id) == 0
@@ -73,7 +38,7 @@ async def test_create_user_gives_roles_and_opens_no_session(runtime: Runtime) ->
 
 
 async def test_update_profile_keeps_what_was_not_sent(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann", display_name="Ann Lee")
+    ann = await create_account(runtime, "ann", display_name="Ann Lee")
     updated = await users.update_profile(db=runtime.db, user_id=ann.id)
     assert (updated.username, updated.display_name) == ("ann", "Ann Lee")
     updated = await users.update_profile(
@@ -85,7 +50,7 @@ async def test_update_profile_keeps_what_was_not_sent(runtime: Runtime) -> None:
 
 
 async def test_update_profile_none_clears_the_display_name(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann", display_name="Ann Lee")
+    ann = await create_account(runtime, "ann", display_name="Ann Lee")
     updated = await users.update_profile(db=runtime.db, user_id=ann.id, display_name=None)
     assert updated.display_name is None
     stored = await stored_user(runtime, ann.id)
@@ -94,14 +59,14 @@ async def test_update_profile_none_clears_the_display_name(runtime: Runtime) -> 
 
 async def test_update_profile_none_username_keeps_it(runtime: Runtime) -> None:
     # A username cannot be removed: None leaves it as it is.
-    ann = await create(runtime, "ann")
+    ann = await create_account(runtime, "ann")
     updated = await users.update_profile(db=runtime.db, user_id=ann.id, username=None)
     assert updated.username == "ann"
     assert (await stored_user(runtime, ann.id)).username == "ann"
 
 
 async def test_update_profile_sets_cleaned_values(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann", display_name="Ann Lee")
+    ann = await create_account(runtime, "ann", display_name="Ann Lee")
     updated = await users.update_profile(
         db=runtime.db, user_id=ann.id, display_name="  Ann   Smith ", username="Ann_Smith"
     )
@@ -116,14 +81,14 @@ async def test_update_profile_sets_cleaned_values(runtime: Runtime) -> None:
 
 
 async def test_update_profile_to_own_username_is_allowed(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann")
+    ann = await create_account(runtime, "ann")
     updated = await users.update_profile(db=runtime.db, user_id=ann.id, username="ANN")
     assert updated.username == "ann"
 
 
 async def test_update_profile_username_taken(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann", display_name="Ann Lee")
-    await create(runtime, "bob")
+    ann = await create_account(runtime, "ann", display_name="Ann Lee")
+    await create_account(runtime, "bob")
     with pytest.raises(Rejected) as caught:
         await users.update_profile(
             db=runtime.db, user_id=ann.id, username="Bob", display_name="Someone"
@@ -134,7 +99,7 @@ async def test_update_profile_username_taken(runtime: Runtime) -> None:
 
 
 async def test_update_profile_reports_every_invalid_field(runtime: Runtime) -> None:
-    ann = await create(runtime, "ann")
+    ann = await create_account(runtime, "ann")
     with pytest.raises(Rejected) as caught:
         await users.update_profile(
             db=runtime.db, user_id=ann.id, display_name="x" * 101, username="no"
@@ -149,194 +114,6 @@ async def test_update_profile_of_an_unknown_user(runtime: Runtime) -> None:
     with pytest.raises(Rejected) as caught:
         await users.update_profile(db=runtime.db, user_id=987_654, display_name="x")
     assert [problem.code for problem in caught.value.problems] == [ProblemCode.NOT_FOUND]
-
-
-# --- set_user_roles ----------------------------------------------------------------------
-
-
-async def test_set_user_roles_replaces_the_roles(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    bob = await create(runtime, "bob")
-    await users.set_user_roles(
-        db=runtime.db, actor_id=root.id, user_id=bob.id, role_names=[" Admin", "user", "admin"]
-    )
-    assert await role_names(runtime, bob.id) == ["admin", "user"]
-    await users.set_user_roles(db=runtime.db, actor_id=root.id, user_id=bob.id, role_names=[])
-    assert await role_names(runtime, bob.id) == []
-
-
-async def test_set_user_roles_unknown_role(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    bob = await create(runtime, "bob")
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_roles(
-            db=runtime.db,
-            actor_id=root.id,
-            user_id=bob.id,
-            role_names=["user", "wizard", "admin", "king"],
-        )
-    assert codes_and_fields(caught.value) == [
-        (ProblemCode.INVALID_INPUT, ("input", "roles", "1")),
-        (ProblemCode.INVALID_INPUT, ("input", "roles", "3")),
-    ]
-    assert await role_names(runtime, bob.id) == ["user"]
-
-
-async def test_set_user_roles_of_an_unknown_user(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_roles(
-            db=runtime.db, actor_id=root.id, user_id=987_654, role_names=["user"]
-        )
-    assert codes_and_fields(caught.value) == [(ProblemCode.NOT_FOUND, ("input", "userId"))]
-
-
-async def test_last_active_admin_keeps_the_admin_role(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_roles(
-            db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
-        )
-    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
-    assert await role_names(runtime, root.id) == ["admin", "user"]
-
-
-async def test_a_disabled_admin_does_not_count_as_another_admin(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    other = await create(runtime, "other", admin=True)
-    async with runtime.db.sessionmaker() as s, s.begin():
-        await s.execute(update(User).where(User.id == other.id).values(is_active=False))
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_roles(
-            db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
-        )
-    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
-
-
-async def test_admin_role_can_go_when_another_active_admin_remains(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    await create(runtime, "other", admin=True)
-    await users.set_user_roles(
-        db=runtime.db, actor_id=root.id, user_id=root.id, role_names=["user"]
-    )
-    assert await role_names(runtime, root.id) == ["user"]
-
-
-AdminChange = Callable[[Database, User, User], Awaitable[User]]
-ADMIN_CHANGES: dict[str, AdminChange] = {
-    "each-demotes-self": lambda db, me, other: users.set_user_roles(
-        db=db, actor_id=me.id, user_id=me.id, role_names=["user"]
-    ),
-    "each-demotes-other": lambda db, me, other: users.set_user_roles(
-        db=db, actor_id=me.id, user_id=other.id, role_names=["user"]
-    ),
-    "each-disables-other": lambda db, me, other: users.set_user_active(
-        db=db, actor_id=me.id, user_id=other.id, active=False
-    ),
-}
-
-
-@pytest.mark.parametrize("change", list(ADMIN_CHANGES))
-async def test_two_admins_removing_each_other_at_once_leave_one(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, change: str
-) -> None:
-    alice = await create(runtime, "alice", admin=True)
-    bob = await create(runtime, "bob", admin=True)
-
-    # After counting the other administrators, wait (briefly) for the other request to count
-    # too: without a lock that serializes the two checks, both see one other admin and both
-    # go ahead. With the lock, the second count waits for the first commit and sees it.
-    original = user_queries.count_active_admins
-    counted = 0
-    both_counted = asyncio.Event()
-
-    async def count_then_wait(session: AsyncSession, *, excluding_user_id: int) -> int:
-        nonlocal counted
-        count = await original(session, excluding_user_id=excluding_user_id)
-        counted += 1
-        if counted == 2:
-            both_counted.set()
-        with anyio.move_on_after(1):
-            await both_counted.wait()
-        return count
-
-    monkeypatch.setattr(user_queries, "count_active_admins", count_then_wait)
-    make_change = ADMIN_CHANGES[change]
-    results = await asyncio.gather(
-        make_change(runtime.db, alice, bob),
-        make_change(runtime.db, bob, alice),
-        return_exceptions=True,
-    )
-
-    refused = [result for result in results if isinstance(result, Rejected)]
-    assert len(refused) == 1, results
-    assert codes_and_fields(refused[0]) == [(ProblemCode.INVALID_INPUT, ("input", "userId"))]
-    admins_left = [
-        user.username
-        for user in [await stored_user(runtime, alice.id), await stored_user(runtime, bob.id)]
-        if user.is_active and "admin" in await role_names(runtime, user.id)
-    ]
-    assert len(admins_left) == 1
-
-
-# --- set_user_active ---------------------------------------------------------------------
-
-
-async def test_disabling_an_account_ends_its_sessions(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    bob = await sign_up(runtime, "bob")
-    await auth.login(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        throttle=runtime.throttle,
-        login="bob",
-        password=DEFAULT_PASSWORD,
-        client=CLIENT,
-    )
-    carol = await sign_up(runtime, "carol")
-    assert await open_session_count(runtime, bob.user.id) == 2
-
-    disabled = await users.set_user_active(
-        db=runtime.db, actor_id=root.id, user_id=bob.user.id, active=False
-    )
-    assert not disabled.is_active
-    assert not (await stored_user(runtime, bob.user.id)).is_active
-    assert await open_session_count(runtime, bob.user.id) == 0
-    assert await open_session_count(runtime, carol.user.id) == 1
-    with pytest.raises(Rejected) as caught:
-        await sessions.refresh(
-            db=runtime.db,
-            policy=runtime.policy,
-            throttle=runtime.throttle,
-            refresh_token=bob.refresh_token,
-            client=CLIENT,
-        )
-    assert [problem.code for problem in caught.value.problems] == [
-        ProblemCode.INVALID_REFRESH_TOKEN
-    ]
-
-    enabled = await users.set_user_active(
-        db=runtime.db, actor_id=root.id, user_id=bob.user.id, active=True
-    )
-    assert enabled.is_active
-    assert (await stored_user(runtime, bob.user.id)).is_active
-
-
-async def test_you_cannot_disable_yourself(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    await create(runtime, "other", admin=True)
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=root.id, active=False)
-    assert codes_and_fields(caught.value) == [(ProblemCode.INVALID_INPUT, ("input", "active"))]
-    assert (await stored_user(runtime, root.id)).is_active
-
-
-async def test_set_user_active_of_an_unknown_user(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    with pytest.raises(Rejected) as caught:
-        await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=987_654, active=False)
-    assert codes_and_fields(caught.value) == [(ProblemCode.NOT_FOUND, ("input", "userId"))]
 
 
 # --- list_users --------------------------------------------------------------------------
@@ -368,7 +145,7 @@ def flags(found: Page[User]) -> tuple[bool, bool]:
 
 
 async def create_many(runtime: Runtime, usernames: Sequence[str]) -> dict[str, User]:
-    return {name: await create(runtime, name) for name in usernames}
+    return {name: await create_account(runtime, name) for name in usernames}
 
 
 async def test_list_users_pages_forwards(runtime: Runtime) -> None:
@@ -436,10 +213,12 @@ async def test_list_users_by_created_at_breaks_ties_by_id(runtime: Runtime) -> N
 
 
 async def test_list_users_filters_and_counts(runtime: Runtime) -> None:
-    root = await create(runtime, "root", admin=True)
-    await create(runtime, "ann", display_name="Ann Lee")
-    bob = await create(runtime, "bob", display_name="Bob 100%_sure")
-    await users.set_user_active(db=runtime.db, actor_id=root.id, user_id=bob.id, active=False)
+    root = await create_account(runtime, "root", admin=True)
+    await create_account(runtime, "ann", display_name="Ann Lee")
+    bob = await create_account(runtime, "bob", display_name="Bob 100%_sure")
+    await administration.set_user_active(
+        db=runtime.db, actor_id=root.id, user_id=bob.id, active=False
+    )
 
     async def usernames(user_filter: UserFilter) -> list[str]:
         found = await page(runtime, PageRequest(first=10), user_filter=user_filter)

@@ -36,6 +36,7 @@ from usergraph.schema.relay import (
     user_pk,
 )
 from usergraph.schema.types import Node, User, UserConnection
+from usergraph.services import administration
 from usergraph.services import users as user_service
 from usergraph.services.users import KEEP
 
@@ -145,7 +146,7 @@ async def set_user_roles(
     info: strawberry.Info[Context, None], input: SetUserRolesInput
 ) -> UserPayload:
     viewer = await signed_in_viewer(info)
-    updated = await user_service.set_user_roles(
+    updated = await administration.set_user_roles(
         db=info.context.runtime.db,
         actor_id=viewer.user.id,
         user_id=user_pk(input.user_id),
@@ -160,7 +161,7 @@ async def set_user_active(
     info: strawberry.Info[Context, None], input: SetUserActiveInput
 ) -> UserPayload:
     viewer = await signed_in_viewer(info)
-    updated = await user_service.set_user_active(
+    updated = await administration.set_user_active(
         db=info.context.runtime.db,
         actor_id=viewer.user.id,
         user_id=user_pk(input.user_id),

@@ -93,6 +93,8 @@ def decode_cursor(cursor: str, tag: str, kinds: tuple[type, ...]) -> Key:
 
 
 def _decode_value(value: Any, kind: type) -> Any:
+    if kind in (datetime, uuid.UUID) and not isinstance(value, str):
+        raise ValueError  # uuid.UUID(5) would raise AttributeError, an internal error
     if kind is datetime:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
