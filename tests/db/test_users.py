@@ -140,17 +140,7 @@ async def test_page_users_and_count_users_apply_the_same_filter(runtime: Runtime
             assert await user_queries.count_users(s, user_filter=user_filter) == len(expected)
 
 
-async def test_search_matches_a_display_name_with_non_ascii_capitals(
-    runtime: Runtime, request: pytest.FixtureRequest
-) -> None:
-    if runtime.db.engine.dialect.name == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: SQLite's lower() folds ASCII only, so _filtered's "
-                "func.lower(display_name) never matches the Python-lowered term 'élodie'",
-            )
-        )
+async def test_search_matches_a_display_name_with_non_ascii_capitals(runtime: Runtime) -> None:
     await create(runtime, "elodie", display_name="Élodie Martin")
     async with runtime.db.sessionmaker() as s:
         for search in ("élodie", "ÉLODIE"):
