@@ -69,9 +69,21 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path)
 
 
+# Children first: each test starts with no users and nothing that refers to one.
+TABLES = ("mail_outbox", "email_tokens", "refresh_tokens", "sessions", "user_roles", "users")
+
+
 async def _empty(db: Database) -> None:
     async with db.sessionmaker() as s, s.begin():
-        for table in ("refresh_tokens", "sessions", "user_roles", "users"):
+        tables = (
+            "mail_outbox",
+            "email_tokens",
+            "refresh_tokens",
+            "sessions",
+            "user_roles",
+            "users",
+        )
+        for table in tables:
             await s.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
 
 

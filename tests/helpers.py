@@ -154,17 +154,21 @@ async def sign_up(
     throttle: Throttle | None = None,
 ) -> SignedIn:
     """auth.register, with an email made from the username unless one is given."""
-    return await auth.register(
+    signed_in = await auth.register(
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
         throttle=throttle or runtime.throttle,
+        outbox=runtime.outbox,
+        email_policy=runtime.email,
         email=email or f"{username}@example.com",
         username=username,
         password=password,
         display_name=display_name,
         client=client,
     )
+    assert signed_in is not None  # verification is optional unless a test says otherwise
+    return signed_in
 
 
 async def sign_in(

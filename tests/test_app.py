@@ -19,7 +19,7 @@ from tests.environment import TEST_SIGNING_KEY, make_settings
 from tests.helpers import BASE_HEADERS, PROXIES, error_codes, problems, session_ip
 from usergraph.app import create_app
 from usergraph.db.engine import Database
-from usergraph.db.migrate import upgrade_to_head
+from usergraph.db.migrate import head_revision, upgrade_to_head
 from usergraph.logs import RequestIdFilter
 from usergraph.settings import Settings
 
@@ -49,7 +49,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_when_migrated(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["revision"] == "0001_initial"
+    assert response.json()["revision"] == head_revision() == "0002_email"
 
 
 async def test_readyz_refuses_an_unmigrated_database(tmp_path: Path) -> None:

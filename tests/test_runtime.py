@@ -136,6 +136,8 @@ async def test_build_runtime_gives_each_rule_its_limit(
         login_ip_limit="2/minute",
         register_ip_limit="3/minute",
         refresh_ip_limit="4/minute",
+        email_address_limit="5/minute",
+        email_ip_limit="1/hour",
         redis_url=TEST_REDIS_URL if storage == "redis" else None,
         redis_key_prefix=f"usergraph-test-{uuid.uuid4().hex}",
     )
@@ -150,6 +152,8 @@ async def test_build_runtime_gives_each_rule_its_limit(
             Rule.LOGIN_IP: 2,
             Rule.REGISTER_IP: 3,
             Rule.REFRESH_IP: 4,
+            Rule.EMAIL_ADDRESS: 5,
+            Rule.EMAIL_IP: 1,
         }
         assert await runtime.throttle.reachable() is True
     finally:

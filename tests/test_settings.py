@@ -52,10 +52,23 @@ def test_short_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_production_turns_off_graphiql_and_introspection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
+    monkeypatch.setenv("USERGRAPH_MAILER", "smtp")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert not settings.graphiql_enabled and not settings.introspection_enabled
     monkeypatch.setenv("USERGRAPH_INTROSPECTION", "true")
     assert Settings(_env_file=None).introspection_enabled  # type: ignore[call-arg]
+
+
+def test_production_refuses_to_guess_a_mailer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
+    with pytest.raises(ValidationError, match="USERGRAPH_MAILER is required"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("USERGRAPH_MAILER", "log")  # chosen explicitly: allowed
+    assert Settings(_env_file=None).mailer_kind == "log"  # type: ignore[call-arg]
+    monkeypatch.setenv("USERGRAPH_ENV", "development")
+    monkeypatch.delenv("USERGRAPH_MAILER")
+    assert Settings(_env_file=None).mailer_kind == "log"  # type: ignore[call-arg]
 
 
 def test_lists_and_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

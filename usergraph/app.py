@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from usergraph.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from usergraph.runtime import Runtime, build_runtime
+from usergraph.runtime import Runtime, build_runtime, build_sender
 from usergraph.schema import build_schema
 from usergraph.settings import Settings
 
@@ -66,6 +67,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         app.state.head_revision = head_revision()
         await runtime.passwords.prepare()
+        runtime.outbox.messages.check()
+        stop_sending = asyncio.Event()
+        sender = (
+            asyncio.create_task(build_sender(runtime).run(stop_sending), name="mail sender")
+            if settings.mail_sender
+            else None
+        )
         if settings.gc_freeze:
             # What start-up made lives as long as the process: keep it out of every collection.
             gc.collect()
@@ -73,6 +81,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            stop_sending.set()
+            if sender is not None:
+                await sender
             await runtime.close()
 
     graphql = GraphQLApp(

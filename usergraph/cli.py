@@ -1,10 +1,12 @@
-"""The `usergraph` command: serve | migrate | create-user | export-schema | check-schema."""
+"""The `usergraph` command: serve | migrate | create-user | send-mail | mail-status |
+export-schema | check-schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,6 +116,48 @@ def _check_schema(path: Path) -> int:
     return 1 if breaking else 0
 
 
+async def _send_mail(settings: Settings, *, forever: bool) -> int:
+    """Send the outbox from this process (operators who run the sender apart)."""
+    from usergraph.runtime import build_runtime, build_sender
+
+    runtime = build_runtime(settings)
+    try:
+        sender = build_sender(runtime)
+        if not forever:
+            print(f"sent {await sender.send_due()} message(s)")
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        await sender.run(stop)
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def _mail_status(settings: Settings) -> int:
+    """The outbox's backlog and recent failures; exit status 1 when some mail failed."""
+    from usergraph.db import outbox as outbox_queries
+    from usergraph.db.engine import Database
+
+    db = Database.connect(settings.database_url)
+    try:
+        async with db.read_sessionmaker() as s:
+            counts = await outbox_queries.count_by_status(s)
+            oldest = await outbox_queries.oldest_pending(s)
+            failures = await outbox_queries.recent_failures(s, limit=10)
+    finally:
+        await db.dispose()
+    for status in (outbox_queries.PENDING, outbox_queries.SENT, outbox_queries.FAILED):
+        print(f"{status}: {counts.get(status, 0)}")
+    if oldest is not None:
+        print(f"oldest pending since: {oldest.isoformat()}")
+    for row in failures:
+        print(f"failed id={row.id} kind={row.kind} attempts={row.attempts} error={row.last_error}")
+    return 1 if counts.get(outbox_queries.FAILED) else 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="usergraph", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -132,6 +176,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+
+    send = commands.add_parser("send-mail", help="send the mail outbox from this process")
+    how = send.add_mutually_exclusive_group(required=True)
+    how.add_argument("--once", action="store_true", help="send what is due, then exit")
+    how.add_argument("--forever", action="store_true", help="keep sending until stopped")
+    commands.add_parser("mail-status", help="the outbox: pending, sent, failed")
 
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
@@ -170,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "create-user":
         password = _read_password(args)
         return asyncio.run(_create_user(args, settings, password))
+    if args.command == "send-mail":
+        return asyncio.run(_send_mail(settings, forever=args.forever))
+    if args.command == "mail-status":
+        return asyncio.run(_mail_status(settings))
     raise AssertionError(args.command)
 
 

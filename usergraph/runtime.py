@@ -1,4 +1,5 @@
-"""What lives as long as the process: settings, database, hasher, token policy, throttles."""
+"""What lives as long as the process: settings, database, hasher, token policy, throttles,
+the mail outbox."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
 from usergraph.db.engine import Database
+from usergraph.mail.messages import Messages
+from usergraph.mail.outbox import Outbox, RetryPolicy
+from usergraph.mail.sender import LogMailer, Mailer, Sender, SmtpMailer
+from usergraph.services.email_tokens import EmailPolicy
 from usergraph.services.sessions import SessionPolicy
 from usergraph.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """What lives as long as the process: settings, database, hasher, token policy, throttle."""
+    """What lives as long as the process: settings, database, hasher, token policy, throttle,
+    outbox."""
 
     settings: Settings
     db: Database
     passwords: PasswordHasher
     policy: SessionPolicy
     throttle: Throttle
+    outbox: Outbox
+    email: EmailPolicy
 
     async def close(self) -> None:
         await self.throttle.close()
@@ -42,6 +50,51 @@ def token_codec(settings: Settings) -> TokenCodec:
         audience=settings.jwt_audience,
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         leeway=timedelta(seconds=settings.jwt_leeway_seconds),
+    )
+
+
+def messages(settings: Settings) -> Messages:
+    return Messages(
+        public_url=settings.public_url,
+        links={
+            "verify_email": settings.verify_email_url,
+            "reset_password": settings.reset_password_url,
+            "change_email": settings.confirm_email_change_url,
+        },
+        templates_dir=settings.email_templates_dir,
+    )
+
+
+def mailer(settings: Settings) -> Mailer:
+    if settings.mailer_kind == "log":
+        return LogMailer()
+    return SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        ca_file=settings.smtp_ca_file,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
+def build_sender(runtime: Runtime, mail: Mailer | None = None) -> Sender:
+    """The outbox's sender for this runtime (the app's lifespan and `usergraph send-mail`)."""
+    settings = runtime.settings
+    return Sender(
+        db=runtime.db,
+        mailer=mail or mailer(settings),
+        outbox=runtime.outbox,
+        mail_from=settings.mail_from,
+        retry=RetryPolicy(
+            max_attempts=settings.mail_max_attempts,
+            base_seconds=settings.mail_retry_base_seconds,
+            max_seconds=settings.mail_retry_max_seconds,
+        ),
+        claim_seconds=settings.mail_claim_seconds,
+        poll_seconds=settings.mail_poll_seconds,
+        retention=timedelta(seconds=settings.mail_retention_seconds),
     )
 
 
@@ -71,8 +124,17 @@ def build_runtime(settings: Settings) -> Runtime:
                 Rule.LOGIN_IP: settings.login_ip_limit,
                 Rule.REGISTER_IP: settings.register_ip_limit,
                 Rule.REFRESH_IP: settings.refresh_ip_limit,
+                Rule.EMAIL_ADDRESS: settings.email_address_limit,
+                Rule.EMAIL_IP: settings.email_ip_limit,
             },
             redis_url=settings.redis_url,
             key_prefix=settings.redis_key_prefix,
+        ),
+        outbox=Outbox(messages(settings)),
+        email=EmailPolicy(
+            verification=settings.email_verification,
+            verify_ttl=timedelta(seconds=settings.verification_token_ttl_seconds),
+            reset_ttl=timedelta(seconds=settings.reset_token_ttl_seconds),
+            change_ttl=timedelta(seconds=settings.email_change_token_ttl_seconds),
         ),
     )

@@ -103,6 +103,53 @@ class Settings(BaseSettings):
         "is believed; the client is the right-most hop not in this list.",
     )
 
+    # Email: verification, password reset, email change; the outbox and its sender.
+    email_verification: Literal["off", "optional", "required"] = Field(
+        default="optional",
+        description="required: no tokens until the address is verified (login answers "
+        "EMAIL_NOT_VERIFIED); optional: a verification email, sign-in as usual; off: no email.",
+    )
+    verification_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    reset_token_ttl_seconds: int = Field(default=3600, ge=60)
+    email_change_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    email_address_limit: str = Field(
+        default="5/hour", description="Emails asked for one address (verification, reset)."
+    )
+    email_ip_limit: str = Field(default="30/hour", description="Emails asked for per client ip.")
+    mailer: Literal["log", "smtp"] | None = Field(
+        default=None, description="Default: log in development; production must choose."
+    )
+    mail_from: str = "usergraph <no-reply@localhost>"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA certificates to trust for the relay (default: system's)."
+    )
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where links in emails point by default."
+    )
+    verify_email_url: str | None = Field(default=None, description="URL template with {token}.")
+    reset_password_url: str | None = Field(default=None, description="URL template with {token}.")
+    confirm_email_change_url: str | None = Field(
+        default=None, description="URL template with {token}."
+    )
+    email_templates_dir: Path | None = Field(
+        default=None, description="Templates here override the built-in ones, by file name."
+    )
+    mail_sender: bool = Field(default=True, description="Run the sender in every worker.")
+    mail_poll_seconds: float = Field(default=2.0, gt=0)
+    mail_max_attempts: int = Field(default=8, ge=1)
+    mail_retry_base_seconds: float = Field(default=30, gt=0)
+    mail_retry_max_seconds: float = Field(default=3600, gt=0)
+    mail_claim_seconds: float = Field(
+        default=120, gt=0, description="A claimed row comes back after this (a crashed worker)."
+    )
+    mail_retention_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+
     # Query limits: a document over any of them is refused before it runs.
     max_query_depth: int = Field(default=10, ge=1)
     max_query_aliases: int = Field(default=15, ge=0)
@@ -150,7 +197,12 @@ class Settings(BaseSettings):
         return data
 
     @field_validator(
-        "login_account_limit", "login_ip_limit", "register_ip_limit", "refresh_ip_limit"
+        "login_account_limit",
+        "login_ip_limit",
+        "register_ip_limit",
+        "refresh_ip_limit",
+        "email_address_limit",
+        "email_ip_limit",
     )
     @classmethod
     def _check_rate(cls, value: str) -> str:
@@ -187,6 +239,19 @@ class Settings(BaseSettings):
         if self.is_production and self.signing_key is None:
             raise ValueError("USERGRAPH_SIGNING_KEY is required when USERGRAPH_ENV=production")
         return self
+
+    @model_validator(mode="after")
+    def _choose_a_mailer_in_production(self) -> Settings:
+        if self.is_production and self.mailer is None:
+            raise ValueError(
+                "USERGRAPH_MAILER is required when USERGRAPH_ENV=production: smtp, or log to "
+                "write emails (with their links) to the log instead of sending them"
+            )
+        return self
+
+    @property
+    def mailer_kind(self) -> Literal["log", "smtp"]:
+        return self.mailer or "log"
 
     @property
     def is_production(self) -> bool:

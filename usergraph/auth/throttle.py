@@ -27,6 +27,8 @@ class Rule(enum.Enum):
     LOGIN_IP = "login-ip"  # failed logins per client ip
     REGISTER_IP = "register-ip"  # registrations per client ip
     REFRESH_IP = "refresh-ip"  # refreshes per client ip
+    EMAIL_ADDRESS = "email-address"  # emails asked for one address
+    EMAIL_IP = "email-ip"  # emails asked for per client ip
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"
 REFRESH_TOKEN_PREFIX = "ugr_"  # lets secret scanners recognise a leaked token
 MAX_REFRESH_TOKEN_LENGTH = 128
+EMAIL_TOKEN_PREFIX = "uge_"  # one-time tokens sent by email
+MAX_EMAIL_TOKEN_LENGTH = 128
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "typ"]
 
 
@@ -134,7 +136,17 @@ def new_refresh_token() -> str:
     return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def new_email_token() -> str:
+    """Return a fresh one-time token for an email link (256 random bits)."""
+    return EMAIL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 def hash_refresh_token(token: str) -> str:
+    return hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 under which an opaque token (refresh or email) is stored."""
     # A lookup by SHA-256 leaks nothing through timing: an attacker controls the token, not its
     # hash, so the database's index comparison does not reveal a stored value byte by byte.
     return hashlib.sha256(token.encode()).hexdigest()

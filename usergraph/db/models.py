@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     Uuid,
 )
@@ -92,6 +93,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the user proved they receive mail at `email`; None until then.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_users_created_at_id", "created_at", "id"),)
 
@@ -139,3 +142,54 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the token is traded in; a later use is a replay.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EmailToken(Base):
+    """A one-time token sent by email. Only its SHA-256 is kept; the token is in the email.
+
+    purpose: "verify_email", "reset_password" or "change_email". email: the address the token
+    was sent to (for an email change, the new address). user_id is None for a request about an
+    address no account has: the same rows are written either way, and such a token matches no
+    account.
+    """
+
+    __tablename__ = "email_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the token is redeemed, or retired by a newer one or a password change.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """An email to send, written in the transaction that asked for it (a transactional outbox).
+
+    status: "pending" until sent ("sent"), given up ("failed"), or written only so that a
+    request about an unknown address does the same work ("suppressed": never sent). The bodies
+    hold the link, so they are cleared once the message is sent or given up.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    to_address: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (Index("ix_mail_outbox_status_due_at", "status", "due_at"),)

@@ -41,12 +41,16 @@ async def register(info: strawberry.Info[Context, None], input: RegisterInput) -
         passwords=runtime.passwords,
         policy=runtime.policy,
         throttle=runtime.throttle,
+        outbox=runtime.outbox,
+        email_policy=runtime.email,
         email=input.email,
         username=input.username,
         password=input.password,
         display_name=unset_as_none(input.display_name),
         client=ctx.client,
     )
+    if result is None:  # the address must be verified first: no tokens, no user
+        return AuthPayload()
     return _signed_in(ctx, result)
 
 
@@ -61,6 +65,7 @@ async def login(info: strawberry.Info[Context, None], input: LoginInput) -> Auth
         login=input.login,
         password=input.password,
         client=ctx.client,
+        require_verified=runtime.email.verification == "required",
     )
     return _signed_in(ctx, result)
 

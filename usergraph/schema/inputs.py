@@ -104,3 +104,35 @@ class SetUserRolesInput:
 class SetUserActiveInput:
     user_id: strawberry.ID
     active: bool
+
+
+@strawberry.input
+class RequestEmailVerificationInput:
+    email: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class VerifyEmailInput:
+    token: str
+
+
+@strawberry.input
+class RequestPasswordResetInput:
+    email: str
+
+
+@strawberry.input
+class ResetPasswordInput:
+    token: str
+    new_password: str
+
+
+@strawberry.input
+class RequestEmailChangeInput:
+    new_email: str
+    password: str
+
+
+@strawberry.input
+class ConfirmEmailChangeInput:
+    token: str

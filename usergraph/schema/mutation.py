@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import strawberry
 
-from usergraph.resolvers import auth, sessions, users
+from usergraph.resolvers import auth, email, sessions, users
 from usergraph.schema.payloads import (
     AuthPayload,
     ChangePasswordPayload,
+    ConfirmEmailChangePayload,
     LogoutPayload,
+    RequestEmailChangePayload,
+    RequestEmailVerificationPayload,
+    RequestPasswordResetPayload,
+    ResetPasswordPayload,
     RevokeSessionPayload,
     UpdateProfilePayload,
     UserPayload,
+    VerifyEmailPayload,
 )
 from usergraph.schema.permissions import admins_only, signed_in
 
@@ -63,4 +69,33 @@ class Mutation:
         resolver=users.set_user_active,
         extensions=admins_only(),
         description="Administrators: disable or enable an account; disabling ends its sessions.",
+    )
+    request_email_verification: RequestEmailVerificationPayload = strawberry.field(
+        resolver=email.request_email_verification,
+        description="Send the verification email again: to the viewer's address, or (signed "
+        "out) to `email`.",
+    )
+    verify_email: VerifyEmailPayload = strawberry.field(
+        resolver=email.verify_email,
+        description="Prove the address with the token from the email. Needs no sign-in.",
+    )
+    request_password_reset: RequestPasswordResetPayload = strawberry.field(
+        resolver=email.request_password_reset,
+        description="Email a password-reset link. The answer is the same whether or not an "
+        "account has the address.",
+    )
+    reset_password: ResetPasswordPayload = strawberry.field(
+        resolver=email.reset_password,
+        description="Set a new password with the token from the email. Every session of the "
+        "account ends.",
+    )
+    request_email_change: RequestEmailChangePayload = strawberry.field(
+        resolver=email.request_email_change,
+        extensions=signed_in(),
+        description="Start changing the viewer's email: a link goes to the new address, a "
+        "notice to the old one.",
+    )
+    confirm_email_change: ConfirmEmailChangePayload = strawberry.field(
+        resolver=email.confirm_email_change,
+        description="Finish an email change with the token sent to the new address.",
     )

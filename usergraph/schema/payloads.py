@@ -96,3 +96,36 @@ class RevokeSessionPayload:
 class UserPayload:
     user: User | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RequestEmailVerificationPayload:
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class VerifyEmailPayload:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RequestPasswordResetPayload:
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ResetPasswordPayload:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RequestEmailChangePayload:
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ConfirmEmailChangePayload:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)

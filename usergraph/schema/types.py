@@ -69,6 +69,18 @@ class User(Node):
     def last_login_at(self, root: Parent[models.User]) -> datetime | None:
         return root.last_login_at
 
+    @strawberry.field(
+        description="True once the user proved they receive mail at `email`. The user and "
+        "administrators; null for anyone else.",
+        extensions=[SelfOrAdminOrNull()],
+    )
+    def email_verified(self, root: Parent[models.User]) -> bool | None:
+        return root.email_verified_at is not None
+
+    @strawberry.field(extensions=[SelfOrAdminOrNull()])
+    def email_verified_at(self, root: Parent[models.User]) -> datetime | None:
+        return root.email_verified_at
+
     @strawberry.field
     def roles(self, root: Parent[models.User], info: strawberry.Info[Context, None]) -> list[Role]:
         # Synchronous when already loaded (the viewer's, a prefetched page's): a page of users

@@ -1,5 +1,11 @@
 """Signing in: registration and login. Refresh rotation lives in sessions.py, password
-changes in passwords.py."""
+changes in passwords.py.
+
+Email verification (EmailPolicy.verification): `optional` sends a verification link at
+registration and signs in as usual; `required` sends it but signs in only once the address is
+verified, and then answers a registration the same whether or not the address was taken (the
+owner of a taken address gets a notice instead); `off` sends nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ from usergraph.auth.throttle import Rule, Throttle
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.models import DEFAULT_ROLE, User, utcnow
-from usergraph.services import validation
+from usergraph.mail.outbox import Outbox
+from usergraph.services import email_tokens, validation
 from usergraph.services.audit import log_security_event, login_digest
+from usergraph.services.email_tokens import EmailPolicy
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import ClientInfo, SessionPolicy, SignedIn, open_session
 from usergraph.services.throttling import (
@@ -21,7 +29,7 @@ from usergraph.services.throttling import (
     ip_key,
     refuse_unless_allowed,
 )
-from usergraph.services.users import clean_new_account, insert_user
+from usergraph.services.users import EMAIL_TAKEN, clean_new_account, insert_user
 
 INVALID_CREDENTIALS = "Wrong login or password."
 ACCOUNT_DISABLED = "This account is disabled."
@@ -33,39 +41,75 @@ async def register(
     passwords: PasswordHasher,
     policy: SessionPolicy,
     throttle: Throttle,
+    outbox: Outbox,
+    email_policy: EmailPolicy,
     email: str,
     username: str,
     password: str,
     display_name: str | None,
     client: ClientInfo,
-) -> SignedIn:
-    """Create an account with the default role and sign it in.
+) -> SignedIn | None:
+    """Create an account with the default role and sign it in; None (no sign-in) when the
+    address must be verified first.
 
     Every attempt with well-formed input counts against the client's ip, taken or not: an
     EMAIL_TAKEN answer is information, and each attempt costs a hash.
     """
+    required = email_policy.verification == "required"
     email, username, display_name = clean_new_account(
         email=email, username=username, password=password, display_name=display_name
     )
     with hashing(), passwords.place():  # a request refused as busy is not counted
         await count_ip_attempt(throttle, Rule.REGISTER_IP, client.ip_address)
         password_hash = await passwords.hash(password)
-    async with db.sessionmaker() as s, s.begin():
-        user = await insert_user(
-            s,
-            email=email,
-            username=username,
-            password_hash=password_hash,
-            display_name=display_name,
-            roles=[DEFAULT_ROLE],
-        )
-        now = utcnow()
-        user.last_login_at = now
-        signed_in = await open_session(
-            s, user=user, roles=[DEFAULT_ROLE], policy=policy, client=client, now=now
-        )
-    log_security_event("registered", user_id=user.id, session_id=signed_in.session_id)
+    try:
+        async with db.sessionmaker() as s, s.begin():
+            user = await insert_user(
+                s,
+                email=email,
+                username=username,
+                password_hash=password_hash,
+                display_name=display_name,
+                roles=[DEFAULT_ROLE],
+            )
+            if email_policy.verification != "off":
+                await email_tokens.issue(
+                    s, outbox=outbox, policy=email_policy, purpose=email_tokens.VERIFY_EMAIL,
+                    user=user, to_address=user.email,
+                )  # fmt: skip
+            signed_in = None
+            if not required:
+                now = utcnow()
+                user.last_login_at = now
+                signed_in = await open_session(
+                    s, user=user, roles=[DEFAULT_ROLE], policy=policy, client=client, now=now
+                )
+    except Rejected as exc:
+        if not required or EMAIL_TAKEN not in exc.problems:
+            raise
+        await _taken_address(db=db, outbox=outbox, email=email, rejected=exc)
+        return None
+    outbox.wake()
+    log_security_event(
+        "registered", user_id=user.id, session_id=signed_in.session_id if signed_in else None
+    )
     return signed_in
+
+
+async def _taken_address(*, db: Database, outbox: Outbox, email: str, rejected: Rejected) -> None:
+    """Required verification: a taken address is not said to be taken. Its owner gets a
+    notice; the caller answers as for a new account (or with the other problems only)."""
+    others = [problem for problem in rejected.problems if problem != EMAIL_TAKEN]
+    if others:
+        raise Rejected(others)
+    async with db.sessionmaker() as s, s.begin():
+        owner = await user_queries.get_user_by_login(s, validation.email_key(email))
+        if owner is not None:
+            await outbox.enqueue(
+                s, kind="account_exists", to_address=owner.email, username=owner.username
+            )
+    outbox.wake()
+    log_security_event("register_address_taken", user_id=owner.id if owner else None)
 
 
 async def login(
@@ -77,6 +121,7 @@ async def login(
     login: str,
     password: str,
     client: ClientInfo,
+    require_verified: bool = False,
 ) -> SignedIn:
     """Check the credentials and open a session. Unknown logins cost as much as wrong passwords.
 
@@ -106,6 +151,7 @@ async def login(
                 account=account,
                 password=password,
                 client=client,
+                require_verified=require_verified,
             )
     except Rejected as exc:
         await throttle.hit(Rule.LOGIN_IP, ip)
@@ -141,6 +187,7 @@ async def _sign_in(
     account: str,
     password: str,
     client: ClientInfo,
+    require_verified: bool,
 ) -> SignedIn:
     # The hash is checked outside any transaction (it takes long); the write then requires the
     # stored hash to be the one we checked. If it changed meanwhile (a concurrent login
@@ -149,6 +196,12 @@ async def _sign_in(
         user, new_hash = await _check_credentials(
             db=db, passwords=passwords, account=account, password=password
         )
+        if require_verified and user.email_verified_at is None:
+            log_security_event("login_failed", reason="unverified", user_id=user.id)
+            raise Rejected.one(
+                ProblemCode.EMAIL_NOT_VERIFIED,
+                "Verify your email address first: follow the link we sent you.",
+            )
         async with db.sessionmaker() as s, s.begin():
             now = utcnow()
             values: dict[str, object] = {"last_login_at": now}

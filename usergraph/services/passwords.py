@@ -1,8 +1,11 @@
-"""Changing a password: the current one checked, the new one set, other sessions ended."""
+"""Passwords: checking the current one (counted like a login), and setting a new one by
+change or by reset. Setting one retires every open reset link of the account."""
 
 from __future__ import annotations
 
 import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
@@ -10,11 +13,62 @@ from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.models import User, utcnow
-from usergraph.services import validation
+from usergraph.services import email_tokens, validation
 from usergraph.services.audit import log_security_event
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.throttling import account_locked, hashing
 from usergraph.services.users import get_user_or_reject
+
+
+def wrong_password(field: str) -> Rejected:
+    return Rejected.one(
+        ProblemCode.INVALID_CREDENTIALS, "The current password is wrong.", "input", field
+    )
+
+
+async def check_current_password(
+    *,
+    passwords: PasswordHasher,
+    throttle: Throttle,
+    user: User,
+    password: str,
+    field: str,
+    event: str,
+) -> None:
+    """Raise unless password is the user's. Wrong ones count against the account like failed
+    logins (by username), so a stolen access token cannot guess at the hasher's speed."""
+    if len(password) > validation.MAX_LOGIN_PASSWORD_LENGTH:
+        raise wrong_password(field)
+    verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, user.username)
+    if not verdict.allowed:
+        log_security_event(event, reason="locked", user_id=user.id)
+        raise account_locked(verdict.retry_after, "input", field)
+    if not (await passwords.verify(password, user.password_hash)).ok:
+        log_security_event(event, reason="credentials", user_id=user.id)
+        raise wrong_password(field)
+    await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
+
+
+async def store_new_hash(
+    s: AsyncSession, *, user: User, new_hash: str, keep_session_id: uuid.UUID | None
+) -> tuple[User, int] | None:
+    """Set the hash if the stored one is still the one checked; end the other sessions and
+    retire the reset links. Return the user and how many sessions ended, or None when the
+    password changed meanwhile."""
+    now = utcnow()
+    updated = await user_queries.update_user_if_hash_is(
+        s,
+        user_id=user.id,
+        password_hash=user.password_hash,
+        values={"password_hash": new_hash, "updated_at": now},
+    )
+    if updated is None:
+        return None
+    ended = await session_queries.revoke_sessions(
+        s, now=now, reason="password_changed", user_id=user.id, keep_session_id=keep_session_id
+    )
+    await email_tokens.retire(s, user_id=user.id, purpose=email_tokens.RESET_PASSWORD)
+    return updated, ended
 
 
 async def change_password(
@@ -27,50 +81,28 @@ async def change_password(
     current_password: str,
     new_password: str,
 ) -> User:
-    """Set a new password after checking the current one; end the user's other sessions.
-
-    Wrong current passwords count against the account like failed logins (by username), so a
-    stolen access token cannot be used to guess the password at the hasher's speed.
-    """
+    """Set a new password after checking the current one; end the user's other sessions."""
     async with db.read_sessionmaker() as s:
         user = await get_user_or_reject(s, user_id)
-    wrong = Rejected.one(
-        ProblemCode.INVALID_CREDENTIALS,
-        "The current password is wrong.",
-        "input",
-        "currentPassword",
-    )
-    if len(current_password) > validation.MAX_LOGIN_PASSWORD_LENGTH:
-        raise wrong
     validation.check_password(
         new_password, "input", "newPassword", email=user.email, username=user.username
     )
     with hashing(), passwords.place():
-        verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, user.username)
-        if not verdict.allowed:
-            log_security_event("password_change_failed", reason="locked", user_id=user_id)
-            raise account_locked(verdict.retry_after, "input", "currentPassword")
-        if not (await passwords.verify(current_password, user.password_hash)).ok:
-            log_security_event("password_change_failed", reason="credentials", user_id=user_id)
-            raise wrong
-        await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
+        await check_current_password(
+            passwords=passwords,
+            throttle=throttle,
+            user=user,
+            password=current_password,
+            field="currentPassword",
+            event="password_change_failed",
+        )
         new_hash = await passwords.hash(new_password)
     async with db.sessionmaker() as s, s.begin():
-        now = utcnow()
-        updated = await user_queries.update_user_if_hash_is(
-            s,
-            user_id=user_id,
-            password_hash=user.password_hash,
-            values={"password_hash": new_hash, "updated_at": now},
+        stored = await store_new_hash(
+            s, user=user, new_hash=new_hash, keep_session_id=current_session_id
         )
-        if updated is None:  # changed concurrently: the current password is no longer current
-            raise wrong
-        ended = await session_queries.revoke_sessions(
-            s,
-            now=now,
-            reason="password_changed",
-            user_id=user_id,
-            keep_session_id=current_session_id,
-        )
+        if stored is None:  # changed concurrently: the current password is no longer current
+            raise wrong_password("currentPassword")
+    updated, ended = stored
     log_security_event("password_changed", user_id=user_id, sessions_ended=ended)
     return updated
