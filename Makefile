@@ -28,7 +28,13 @@ run: $(VENV)/.installed-run
 migrate: $(VENV)/.installed-run
 	$(BIN)/usergraph migrate
 
+# The browser tests (tests/system/test_pages.py) drive Debian's chromium; as root it is
+# installed here when missing, elsewhere those tests skip and say why.
 test: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+		|| apt-get install -y -q --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+		|| echo "note: chromium could not be installed; the browser tests will skip"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.installed-dev

@@ -24,6 +24,7 @@ from usergraph.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from usergraph.pages import PAGES, page
 from usergraph.runtime import Runtime, build_runtime, build_sender
 from usergraph.schema import build_schema
 from usergraph.settings import Settings
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, max_body_size=settings.max_body_bytes),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            # What email links open by default (usergraph.pages).
+            *(Route(path, page, methods=["GET"]) for path in PAGES),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -124,8 +124,10 @@ class SecurityHeadersMiddleware:
                     return
                 page = b"".join(html)
                 headers = MutableHeaders(scope=start)
-                headers["content-security-policy"] = IDE_POLICY.format(
-                    script_hashes=" ".join(inline_script_hashes(page))
+                # A page that brings its own policy (usergraph.pages) keeps it.
+                headers.setdefault(
+                    "content-security-policy",
+                    IDE_POLICY.format(script_hashes=" ".join(inline_script_hashes(page))),
                 )
                 await send(start)
                 await send({"type": "http.response.body", "body": page})
