@@ -19,10 +19,12 @@ async def retire_tokens(
     user_id None (a request about an address no account has) matches nothing, in the same
     statement.
     """
+    # -1 matches no row (ids are positive); `== None` would mean IS NULL, every unknown
+    # address's tokens.
     result: Any = await session.execute(
         update(EmailToken)
         .where(
-            EmailToken.user_id == user_id,
+            EmailToken.user_id == (user_id if user_id is not None else -1),
             EmailToken.purpose == purpose,
             EmailToken.used_at.is_(None),
         )

@@ -110,8 +110,12 @@ async def mark_attempt_failed(
         values.update(status=FAILED, text_body="", html_body="")
     else:
         values["due_at"] = retry_at
+    # Only a pending row: a sender whose claim expired mid-attempt must not undo the row
+    # another sender has sent meanwhile.
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values)
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.status == PENDING)
+        .values(**values)
     )
 
 

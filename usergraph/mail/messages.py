@@ -86,4 +86,9 @@ class Messages:
 
 
 def _block(template: jinja2.Template, name: str, values: dict[str, Any]) -> str:
-    return "".join(template.blocks[name](template.new_context(values))).strip()
+    context = template.new_context(values)
+    # Run the template's top level first, so what it sets or imports outside its blocks
+    # ({% set %}, {% import %}) is defined inside them.
+    for _ in template.root_render_func(context):
+        pass
+    return "".join(template.blocks[name](context)).strip()
