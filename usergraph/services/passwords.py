@@ -1,5 +1,7 @@
 """Passwords: checking the current one (counted like a login), and setting a new one by
-change or by reset. Setting one retires every open reset link of the account."""
+change or by reset. Setting one retires every open reset and email-change link of the account:
+the email-change notice tells a user who did not ask for it to change their password, and that
+must stop the change."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ async def store_new_hash(
     s: AsyncSession, *, user: User, new_hash: str, keep_session_id: uuid.UUID | None
 ) -> tuple[User, int] | None:
     """Set the hash if the stored one is still the one checked; end the other sessions and
-    retire the reset links. Return the user and how many sessions ended, or None when the
+    retire the reset and email-change links. Return the user and how many sessions ended, or None when the
     password changed meanwhile."""
     now = utcnow()
     updated = await user_queries.update_user_if_hash_is(
@@ -67,7 +69,8 @@ async def store_new_hash(
     ended = await session_queries.revoke_sessions(
         s, now=now, reason="password_changed", user_id=user.id, keep_session_id=keep_session_id
     )
-    await email_tokens.retire(s, user_id=user.id, purpose=email_tokens.RESET_PASSWORD)
+    for purpose in (email_tokens.RESET_PASSWORD, email_tokens.CHANGE_EMAIL):
+        await email_tokens.retire(s, user_id=user.id, purpose=purpose)
     return updated, ended
 
 
