@@ -55,8 +55,8 @@ async def store_new_hash(
     s: AsyncSession, *, user: User, new_hash: str, keep_session_id: uuid.UUID | None
 ) -> tuple[User, int] | None:
     """Set the hash if the stored one is still the one checked; end the other sessions and
-    retire the reset and email-change links. Return the user and how many sessions ended, or None when the
-    password changed meanwhile."""
+    retire the reset and email-change links. Return the user and how many sessions ended, or
+    None when the password changed meanwhile."""
     now = utcnow()
     updated = await user_queries.update_user_if_hash_is(
         s,
