@@ -111,6 +111,32 @@ def run_servers(cwd: Path, env: dict[str, str], names: Sequence[str]) -> Iterato
         yield [base_url for _name, base_url, _process in started]
 
 
+@contextmanager
+def run_server(
+    cwd: Path, env: dict[str, str], name: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run one `usergraph serve` like run_servers, and yield its URL and its process too, for
+    the tests that kill it (a killed process is simply reaped when the block ends)."""
+    with ExitStack() as stack:
+        port = _free_port()
+        log = stack.enter_context((cwd / f"{name}.log").open("wb"))
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        stack.callback(_stop, process)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_ready(base_url, process)
+        except AssertionError as exc:
+            output = (cwd / f"{name}.log").read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{name}: {exc}\n{output}") from None
+        yield base_url, process
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
