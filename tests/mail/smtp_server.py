@@ -80,6 +80,9 @@ class _Handler:
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
         self._server._count_session()
+        reply = self._server._take_refusal("MAIL")
+        if reply is not None:
+            return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -184,10 +187,10 @@ class SmtpServer:
         self,
         reply: str = "451 4.3.0 Try again later",
         *,
-        at: Literal["RCPT", "DATA"] = "DATA",
+        at: Literal["MAIL", "RCPT", "DATA"] = "DATA",
         times: int | None = None,
     ) -> None:
-        """Answer reply at RCPT or DATA instead of accepting: the next `times` messages, or
+        """Answer reply at MAIL, RCPT or DATA instead of accepting: the next `times` messages, or
         until accept()."""
         with self._lock:
             self._refusal = (reply, at, times)

@@ -297,6 +297,24 @@ async def test_a_5xx_answer_fails_for_good(
     assert (await the_row(runtime)).attempts == 1
 
 
+@pytest.mark.parametrize(
+    "reply", ["530 5.7.0 Must issue a STARTTLS command first", "553 5.7.1 Sender refused"]
+)
+async def test_a_5xx_before_the_message_is_the_relays_settings_and_retried(
+    runtime: Runtime, smtp: SmtpServer, reply: str
+) -> None:
+    # A relay that wants STARTTLS or refuses our sender refuses every message: dropping them
+    # would lose mail until the operator fixes the settings. They wait and are retried.
+    smtp.refuse(reply, at="MAIL", times=1)
+    await notice(runtime)
+    async with running(sender(runtime, smtp_mailer(smtp))):
+        await smtp.wait_for(1)
+        await until(status_is(runtime, "sent"))
+    assert len(smtp.messages) == 1
+    assert (smtp.refusals, smtp.sessions) == (1, 2)
+    assert (await the_row(runtime)).attempts == 1
+
+
 async def test_retries_end_after_max_attempts(
     runtime: Runtime, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -81,7 +81,9 @@ class SmtpMailer:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise PermanentFailure(str(exc)) from exc
-        except aiosmtplib.SMTPResponseException as exc:
+        except aiosmtplib.SMTPDataError as exc:
+            # The message itself refused for good. A 5xx before it (530 "STARTTLS first", 535
+            # a bad login, a refused sender) is the relay's settings: retried, never dropped.
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from exc
             raise
