@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.db.models import OutboxMessage
@@ -42,11 +42,16 @@ async def add_message(
     return message
 
 
+def _unclaimed(now: datetime) -> ColumnElement[bool]:
+    return or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now)
+
+
 async def any_due(session: AsyncSession, *, now: datetime) -> bool:
-    """Whether a pending row is due: a read, so an idle sender takes no write lock."""
+    """Whether a pending row is due and unclaimed: a read, so an idle sender (or one whose
+    only due rows another sender holds) takes no write lock."""
     found = await session.scalar(
         select(OutboxMessage.id)
-        .where(OutboxMessage.status == PENDING, OutboxMessage.due_at <= now)
+        .where(OutboxMessage.status == PENDING, OutboxMessage.due_at <= now, _unclaimed(now))
         .limit(1)
     )
     return found is not None
@@ -67,7 +72,7 @@ async def claim_due(
             .where(
                 OutboxMessage.status == PENDING,
                 OutboxMessage.due_at <= now,
-                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now),
+                _unclaimed(now),
             )
             .order_by(OutboxMessage.due_at, OutboxMessage.id)
             .limit(limit)
