@@ -303,8 +303,9 @@ async def test_claim_sets_a_lease_that_expires(runtime: Runtime) -> None:
     assert await claim(runtime, now=NOW, lease=2 * MINUTE) == ["ann@example.com"]
     assert (await row(runtime, message_id)).claimed_until == NOW + 2 * MINUTE
     async with runtime.db.read_sessionmaker() as s:
-        # any_due does not look at leases: the sender then claims and finds nothing.
-        assert await outbox_queries.any_due(s, now=NOW + MINUTE) is True
+        # A leased row is not due for anyone else: their poll opens no claim transaction.
+        assert await outbox_queries.any_due(s, now=NOW + MINUTE) is False
+        assert await outbox_queries.any_due(s, now=NOW + 2 * MINUTE) is True
     assert await claim(runtime, now=NOW + MINUTE) == []
     assert await claim(runtime, now=NOW + 2 * MINUTE - timedelta(microseconds=1)) == []
     # The sender that claimed it died: at the lease's end the row is due again.
