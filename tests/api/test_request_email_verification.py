@@ -347,12 +347,6 @@ async def test_security_log_and_no_token_in_answers_or_warnings(
             assert ANY_TOKEN.search(record.getMessage()) is None, record.getMessage()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the signed-in request writes no security-log event (services.recovery."
-    "send_verification returns before logging; the signed-out one logs verify_email_requested),"
-    " though the issue asks every flow to write security-log events",
-)
 async def test_a_signed_in_request_is_logged(
     gql: GraphQL, caplog: pytest.LogCaptureFixture
 ) -> None:

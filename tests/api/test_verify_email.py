@@ -292,13 +292,6 @@ async def test_required_mode_a_new_verification_link_signed_out(
         assert (await login(gql, name))["userErrors"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a login refused with EMAIL_NOT_VERIFIED (the right password) counts as a "
-    "failed login against the account (services.auth.login counts before _sign_in and clears "
-    "only on success): a new user who tries to sign in while the email is on its way is locked "
-    "out, and stays locked after verifyEmail",
-)
 async def test_required_mode_unverified_logins_do_not_lock_the_account(
     database_url: str, tmp_path: Path
 ) -> None:

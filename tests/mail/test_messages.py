@@ -82,8 +82,9 @@ def test_every_kind_renders_a_subject_text_and_html(kind: str) -> None:
         assert f"\n\n{link}\n\n" in rendered.text  # on a line of its own, to click or copy
         assert f'<a href="{link}">' in rendered.html
         hours = CONTEXTS[kind]["hours"]
-        assert f"expires in {hours} hours" in rendered.text
-        assert f"expires in {hours} hours" in rendered.html
+        unit = "hour" if hours == 1 else "hours"
+        assert f"expires in {hours} {unit}" in rendered.text
+        assert f"expires in {hours} {unit}" in rendered.html
     else:
         assert "token" not in rendered.text
         assert "href" not in rendered.html

@@ -117,7 +117,7 @@ async def test_issue_rounds_the_hours_in_the_message(runtime: Runtime) -> None:
     await issue(runtime, ann, policy=EmailPolicy(verify_ttl=timedelta(minutes=10)))
     await issue(runtime, ann, policy=EmailPolicy(verify_ttl=timedelta(minutes=150)))
     short, long = await messages(runtime.db)
-    assert "expires in 1 hours" in short.text_body  # at least 1
+    assert "expires in 1 hour." in short.text_body  # at least 1, and singular
     assert "expires in 2 hours" in long.text_body  # 2.5 rounds to even
 
 

@@ -154,6 +154,10 @@ async def login(
                 require_verified=require_verified,
             )
     except Rejected as exc:
+        if exc.problems[0].code is ProblemCode.EMAIL_NOT_VERIFIED:
+            # The password was right: not a guess, so nothing counts against the account.
+            await throttle.clear(Rule.LOGIN_ACCOUNT, account)
+            raise
         await throttle.hit(Rule.LOGIN_IP, ip)
         if exc.problems[0].code is ProblemCode.ACCOUNT_LOCKED:
             raise

@@ -74,7 +74,7 @@ async def issue(
         suppressed=user is None,
         username=user.username if user is not None else "",
         link=outbox.messages.link(purpose, token),
-        hours=max(1, round(ttl.total_seconds() / 3600)),
+        hours=max(1, int(ttl.total_seconds() // 3600)),  # never more than the truth
     )
 
 

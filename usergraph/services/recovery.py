@@ -57,6 +57,7 @@ async def send_verification(
                 s, outbox=outbox, policy=policy, purpose=VERIFY_EMAIL, user=user,
                 to_address=user.email,
             )  # fmt: skip
+        log_security_event("verify_email_requested", user_id=user.id)
         outbox.wake()
         return
     if not email:
@@ -219,7 +220,10 @@ async def confirm_email_change(*, db: Database, outbox: Outbox, token: str) -> U
                 await s.flush()
         except IntegrityError:  # taken by a registration that committed meanwhile
             raise Rejected([_taken("token")]) from None
-        await email_tokens.retire(s, user_id=user.id, purpose=VERIFY_EMAIL)
+        # Links sent to the old address stop working: whoever reads it no longer owns the
+        # account's mail.
+        for purpose in (VERIFY_EMAIL, RESET_PASSWORD):
+            await email_tokens.retire(s, user_id=user.id, purpose=purpose)
         await outbox.enqueue(
             s, kind="email_changed", to_address=old_address, username=user.username,
             new_email=row.email,
