@@ -232,6 +232,24 @@ def test_check_fails_for_a_template_missing_a_block(tmp_path: Path) -> None:
         messages.check()
 
 
+@pytest.mark.parametrize(
+    ("kind", "variable"),
+    [("password_changed", "usernmae"), ("password_changed", "link"), ("verify_email", "new_email")],
+)
+def test_check_renders_each_kind_with_what_its_service_gives(
+    tmp_path: Path, kind: str, variable: str
+) -> None:
+    # A misspelt name, or one the service does not pass for this kind, would otherwise fail
+    # the request that writes the mail; check() runs at start-up.
+    (tmp_path / f"{kind}.email").write_text(
+        "{% block subject %}S{% endblock %}{% block text %}{{ " + variable + " }}{% endblock %}"
+        "{% block html %}H{% endblock %}"
+    )
+    messages = Messages(public_url=PUBLIC_URL, links={}, templates_dir=tmp_path)
+    with pytest.raises(ValueError, match=rf"^email template {kind}.email does not render: "):
+        messages.check()
+
+
 def test_check_fails_for_a_template_that_does_not_parse(tmp_path: Path) -> None:
     (tmp_path / "email_changed.email").write_text("{% block subject %}Changed{% endblock")
     messages = Messages(public_url=PUBLIC_URL, links={}, templates_dir=tmp_path)

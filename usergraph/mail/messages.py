@@ -14,15 +14,21 @@ from typing import Any
 import jinja2
 
 BUILT_IN = Path(__file__).with_name("templates")
-KINDS = (
-    "verify_email",
-    "reset_password",
-    "change_email",
-    "email_change_requested",
-    "email_changed",
-    "password_changed",
-    "account_exists",
-)
+
+
+# What the services give each kind's template, for check() to render with.
+_LINK = {"username": "ada", "link": "https://example.com/#token=uge_sample", "hours": 24}
+_CHANGE = {"username": "ada", "new_email": "ada@example.com"}
+SAMPLES: dict[str, dict[str, Any]] = {
+    "verify_email": _LINK,
+    "reset_password": _LINK,
+    "change_email": _LINK,
+    "email_change_requested": _CHANGE,
+    "email_changed": _CHANGE,
+    "password_changed": {"username": "ada"},
+    "account_exists": {"username": "ada"},
+}
+KINDS = tuple(SAMPLES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +84,15 @@ class Messages:
 
     def check(self) -> None:
         """Fail at start-up, not at the first email, when a template is missing or broken."""
-        for kind in KINDS:
+        for kind in SAMPLES:
             template = self._plain.get_template(f"{kind}.email")
             missing = {"subject", "text", "html"} - set(template.blocks)
             if missing:
                 raise ValueError(f"email template {kind}.email lacks {sorted(missing)}")
+            try:  # with what the services pass: a misspelt variable fails here, not a request
+                self.render(kind, **SAMPLES[kind])
+            except jinja2.TemplateError as exc:
+                raise ValueError(f"email template {kind}.email does not render: {exc}") from exc
 
 
 def _block(template: jinja2.Template, name: str, values: dict[str, Any]) -> str:
