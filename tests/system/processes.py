@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+Popen = subprocess.Popen[bytes]
+
 CLI = [sys.executable, "-m", "usergraph.cli"]
 
 
@@ -81,6 +83,26 @@ def migrate(cwd: Path, env: dict[str, str]) -> None:
     subprocess.run([*CLI, "migrate"], cwd=cwd, env=env, check=True, capture_output=True)
 
 
+def _start(stack: ExitStack, cwd: Path, env: dict[str, str], name: str) -> tuple[str, Popen]:
+    """Start `usergraph serve` with its output in cwd/<name>.log; stopped when stack closes."""
+    port = _free_port()
+    log = stack.enter_context((cwd / f"{name}.log").open("wb"))
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    stack.callback(_stop, process)
+    return f"http://127.0.0.1:{port}", process
+
+
+def _ready(cwd: Path, name: str, base_url: str, process: Popen) -> None:
+    """Wait until it answers /readyz; else fail with the end of its log."""
+    try:
+        _wait_until_ready(base_url, process)
+    except AssertionError as exc:
+        output = (cwd / f"{name}.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{name}: {exc}\n{output}") from None
+
+
 @contextmanager
 def run_servers(cwd: Path, env: dict[str, str], names: Sequence[str]) -> Iterator[list[str]]:
     """Run one `usergraph serve` per name with exactly env (its database already migrated).
@@ -89,51 +111,19 @@ def run_servers(cwd: Path, env: dict[str, str], names: Sequence[str]) -> Iterato
     cwd/<name>.log, quoted when it does not start.
     """
     with ExitStack() as stack:
-        started: list[tuple[str, str, subprocess.Popen[bytes]]] = []
-        for name in names:
-            port = _free_port()
-            log = stack.enter_context((cwd / f"{name}.log").open("wb"))
-            process = subprocess.Popen(
-                [*CLI, "serve", "--port", str(port)],
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            stack.callback(_stop, process)
-            started.append((name, f"http://127.0.0.1:{port}", process))
+        started = [(name, *_start(stack, cwd, env, name)) for name in names]
         for name, base_url, process in started:
-            try:
-                _wait_until_ready(base_url, process)
-            except AssertionError as exc:
-                output = (cwd / f"{name}.log").read_text(errors="replace")[-4000:]
-                raise AssertionError(f"{name}: {exc}\n{output}") from None
+            _ready(cwd, name, base_url, process)
         yield [base_url for _name, base_url, _process in started]
 
 
 @contextmanager
-def run_server(
-    cwd: Path, env: dict[str, str], name: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def run_server(cwd: Path, env: dict[str, str], name: str) -> Iterator[tuple[str, Popen]]:
     """Run one `usergraph serve` like run_servers, and yield its URL and its process too, for
     the tests that kill it (a killed process is simply reaped when the block ends)."""
     with ExitStack() as stack:
-        port = _free_port()
-        log = stack.enter_context((cwd / f"{name}.log").open("wb"))
-        process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        stack.callback(_stop, process)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_ready(base_url, process)
-        except AssertionError as exc:
-            output = (cwd / f"{name}.log").read_text(errors="replace")[-4000:]
-            raise AssertionError(f"{name}: {exc}\n{output}") from None
+        base_url, process = _start(stack, cwd, env, name)
+        _ready(cwd, name, base_url, process)
         yield base_url, process
 
 
