@@ -41,6 +41,19 @@ def user_errors(rejected: Rejected) -> list[UserError]:
     return [UserError.from_problem(problem) for problem in rejected.problems]
 
 
+# Bases of payloads alike in shape; each payload stays a type of its own, as the contract
+# names it (the bases are reached by no field, so the schema does not show them).
+@strawberry.type
+class UserErrorsOnly:
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserResult:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class AuthPayload:
     access_token: str | None = strawberry.field(
@@ -75,15 +88,13 @@ class LogoutPayload:
 
 
 @strawberry.type
-class ChangePasswordPayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class ChangePasswordPayload(UserResult):
+    pass
 
 
 @strawberry.type
-class UpdateProfilePayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class UpdateProfilePayload(UserResult):
+    pass
 
 
 @strawberry.type
@@ -93,39 +104,35 @@ class RevokeSessionPayload:
 
 
 @strawberry.type
-class UserPayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class UserPayload(UserResult):
+    pass
 
 
 @strawberry.type
-class RequestEmailVerificationPayload:
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class RequestEmailVerificationPayload(UserErrorsOnly):
+    pass
 
 
 @strawberry.type
-class VerifyEmailPayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class VerifyEmailPayload(UserResult):
+    pass
 
 
 @strawberry.type
-class RequestPasswordResetPayload:
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class RequestPasswordResetPayload(UserErrorsOnly):
+    pass
 
 
 @strawberry.type
-class ResetPasswordPayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class ResetPasswordPayload(UserResult):
+    pass
 
 
 @strawberry.type
-class RequestEmailChangePayload:
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class RequestEmailChangePayload(UserErrorsOnly):
+    pass
 
 
 @strawberry.type
-class ConfirmEmailChangePayload:
-    user: User | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
+class ConfirmEmailChangePayload(UserResult):
+    pass
