@@ -23,7 +23,7 @@ from usergraph.auth.tokens import (
     InvalidAccessToken,
     SigningKey,
     TokenCodec,
-    hash_refresh_token,
+    hash_token,
     new_refresh_token,
     read_or_create_key_file,
 )
@@ -285,13 +285,11 @@ def test_signing_key_repr_hides_the_secret() -> None:
 
 def test_hash_refresh_token_is_sha256_hex() -> None:
     token = new_refresh_token()
-    digest = hash_refresh_token(token)
+    digest = hash_token(token)
     assert digest == hashlib.sha256(token.encode()).hexdigest()
     assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")
     # The published SHA-256 test vector for "abc".
-    assert hash_refresh_token("abc") == (
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    )
+    assert hash_token("abc") == ("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 
 def test_new_refresh_token_is_prefixed_and_has_256_random_bits() -> None:

@@ -22,7 +22,7 @@ from tests.helpers import (
 )
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
-from usergraph.auth.tokens import hash_refresh_token
+from usergraph.auth.tokens import hash_token
 from usergraph.db.models import RefreshToken, User, UserSession
 from usergraph.runtime import Runtime
 from usergraph.services.errors import ProblemCode, Rejected, Throttled
@@ -71,7 +71,7 @@ async def test_register_signs_the_new_account_in(runtime: Runtime) -> None:
     async with runtime.db.sessionmaker() as s:
         hashes = list(await s.scalars(select(RefreshToken.token_hash)))
     # Only the hash of the refresh token is stored.
-    assert hashes == [hash_refresh_token(signed_in.refresh_token)]
+    assert hashes == [hash_token(signed_in.refresh_token)]
 
 
 async def test_register_email_taken_in_another_case(runtime: Runtime) -> None:

@@ -19,7 +19,7 @@ from tests.helpers import (
     sign_up,
     stored_session,
 )
-from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_refresh_token
+from usergraph.auth.tokens import MAX_REFRESH_TOKEN_LENGTH, hash_token
 from usergraph.db.models import ADMIN_ROLE, UserSession, utcnow
 from usergraph.runtime import Runtime
 from usergraph.services import sessions
@@ -149,7 +149,7 @@ async def test_refresh_with_a_bad_token(runtime: Runtime, token: str) -> None:
 async def test_refresh_with_the_stored_hash_instead_of_the_token(runtime: Runtime) -> None:
     signed_in = await sign_up(runtime, "ann")
     with pytest.raises(Rejected) as caught:
-        await refreshed(runtime, hash_refresh_token(signed_in.refresh_token))
+        await refreshed(runtime, hash_token(signed_in.refresh_token))
     assert codes_and_fields(caught.value) == [
         (ProblemCode.INVALID_REFRESH_TOKEN, ("input", "refreshToken"))
     ]

@@ -141,10 +141,6 @@ def new_email_token() -> str:
     return EMAIL_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def hash_refresh_token(token: str) -> str:
-    return hash_token(token)
-
-
 def hash_token(token: str) -> str:
     """The SHA-256 under which an opaque token (refresh or email) is stored."""
     # A lookup by SHA-256 leaks nothing through timing: an attacker controls the token, not its

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from usergraph.context import Context, Viewer
 
 P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class Payload(Protocol):

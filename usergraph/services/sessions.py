@@ -15,7 +15,7 @@ from usergraph.auth.tokens import (
     MAX_REFRESH_TOKEN_LENGTH,
     IssuedToken,
     TokenCodec,
-    hash_refresh_token,
+    hash_token,
     new_refresh_token,
 )
 from usergraph.db import sessions as session_queries
@@ -82,7 +82,7 @@ async def _issue(
     await session_queries.add_refresh_token(
         s,
         session_id=user_session.id,
-        token_hash=hash_refresh_token(refresh_token),
+        token_hash=hash_token(refresh_token),
         expires_at=expires_at,
     )
     access = policy.tokens.issue_access_token(
@@ -159,7 +159,7 @@ async def refresh(
     await count_ip_attempt(throttle, Rule.REFRESH_IP, client.ip_address)
     if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
         raise invalid_refresh_token()
-    token_hash = hash_refresh_token(refresh_token)
+    token_hash = hash_token(refresh_token)
     reused: UserSession | None = None
     async with db.sessionmaker() as s, s.begin():
         now = utcnow()
@@ -212,7 +212,7 @@ async def refresh(
 async def logout_by_refresh_token(*, db: Database, refresh_token: str) -> int:
     """End the session that refresh_token belongs to; return 1, or 0 if it had already ended."""
     async with db.sessionmaker() as s, s.begin():
-        found = await session_queries.get_refresh_token(s, hash_refresh_token(refresh_token))
+        found = await session_queries.get_refresh_token(s, hash_token(refresh_token))
         if found is None:
             raise invalid_refresh_token()
         return await session_queries.revoke_sessions(
