@@ -65,7 +65,7 @@ async def login(info: strawberry.Info[Context, None], input: LoginInput) -> Auth
         login=input.login,
         password=input.password,
         client=ctx.client,
-        require_verified=runtime.email.verification == "required",
+        require_verified=runtime.email.verification_required,
     )
     return _signed_in(ctx, result)
 

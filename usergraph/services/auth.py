@@ -55,7 +55,7 @@ async def register(
     Every attempt with well-formed input counts against the client's ip, taken or not: an
     EMAIL_TAKEN answer is information, and each attempt costs a hash.
     """
-    required = email_policy.verification == "required"
+    required = email_policy.verification_required
     email, username, display_name = clean_new_account(
         email=email, username=username, password=password, display_name=display_name
     )

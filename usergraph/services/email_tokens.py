@@ -19,6 +19,7 @@ from usergraph.db import email_tokens as token_queries
 from usergraph.db.models import EmailToken, User, utcnow
 from usergraph.mail.outbox import Outbox
 from usergraph.services.errors import ProblemCode, Rejected
+from usergraph.services.validation import email_key
 
 VERIFY_EMAIL, RESET_PASSWORD, CHANGE_EMAIL = "verify_email", "reset_password", "change_email"
 Verification = Literal["off", "optional", "required"]
@@ -30,6 +31,11 @@ class EmailPolicy:
     verify_ttl: timedelta = timedelta(hours=24)
     reset_ttl: timedelta = timedelta(hours=1)
     change_ttl: timedelta = timedelta(hours=24)
+
+    @property
+    def verification_required(self) -> bool:
+        """No sign-in until the address is verified."""
+        return self.verification == "required"
 
     def ttl(self, purpose: str) -> timedelta:
         return {
@@ -108,6 +114,11 @@ async def check(
     if user is None:
         raise invalid_token()
     return row, user
+
+
+def sent_to_current_address(row: EmailToken, user: User) -> bool:
+    """Whether the token went to the address the account has now (not one it changed from)."""
+    return email_key(row.email) == user.email_key
 
 
 async def retire(s: AsyncSession, *, user_id: int, purpose: str) -> int:

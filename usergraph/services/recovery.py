@@ -114,7 +114,7 @@ async def verify_email(*, db: Database, token: str) -> User:
     """Mark the address verified with the token sent to it; return the user."""
     async with db.sessionmaker() as s, s.begin():
         row, user = await email_tokens.redeem(s, token=token, purpose=VERIFY_EMAIL)
-        if validation.email_key(row.email) != user.email_key:  # the address changed since
+        if not email_tokens.sent_to_current_address(row, user):  # it changed since
             raise email_tokens.invalid_token()
         if user.email_verified_at is None:
             user.email_verified_at = utcnow()
@@ -146,7 +146,7 @@ async def reset_password(
         if stored is None:  # the password changed meanwhile, and that retired this link
             raise email_tokens.invalid_token()
         user, ended = stored
-        if user.email_verified_at is None and validation.email_key(row.email) == user.email_key:
+        if user.email_verified_at is None and email_tokens.sent_to_current_address(row, user):
             user.email_verified_at = utcnow()
         await outbox.enqueue(
             s, kind="password_changed", to_address=user.email, username=user.username
