@@ -72,9 +72,10 @@ class Messages:
 
     def render(self, kind: str, **context: Any) -> Rendered:
         values = {"product": self._product, **context}
+        name = f"{kind}.email"
         parts = {
-            name: _block(env.get_template(f"{kind}.email"), name, values)
-            for env, name in ((self._plain, "subject"), (self._plain, "text"), (self._html, "html"))
+            **_blocks(self._plain.get_template(name), ("subject", "text"), values),
+            **_blocks(self._html.get_template(name), ("html",), values),
         }
         return Rendered(
             subject=" ".join(parts["subject"].split()),
@@ -95,10 +96,12 @@ class Messages:
                 raise ValueError(f"email template {kind}.email does not render: {exc}") from exc
 
 
-def _block(template: jinja2.Template, name: str, values: dict[str, Any]) -> str:
+def _blocks(
+    template: jinja2.Template, names: tuple[str, ...], values: dict[str, Any]
+) -> dict[str, str]:
     context = template.new_context(values)
-    # Run the template's top level first, so what it sets or imports outside its blocks
+    # Run the template's top level once first, so what it sets or imports outside its blocks
     # ({% set %}, {% import %}) is defined inside them.
     for _ in template.root_render_func(context):
         pass
-    return "".join(template.blocks[name](context)).strip()
+    return {name: "".join(template.blocks[name](context)).strip() for name in names}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from dataclasses import dataclass
@@ -65,8 +66,13 @@ class SmtpMailer:
     ca_file: Path | None = None
     timeout: float = 30
 
+    @functools.cached_property
+    def _tls_context(self) -> ssl.SSLContext:
+        # Made at the first send, then kept: loading the CAs for every message is wasted work.
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
     async def send(self, message: EmailMessage) -> None:
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context = self._tls_context
         try:
             await aiosmtplib.send(
                 message,
