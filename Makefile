@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
+NODE_TEST_DIRS := tests/system/graphql_http tests/system/browser
 
 .PHONY: run test check format schema migrate bench clean
 
@@ -35,6 +36,11 @@ test: $(VENV)/.installed-dev
 		|| apt-get install -y -q --no-install-recommends chromium >/dev/null \
 		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
 		|| echo "note: chromium could not be installed; the browser tests will skip"
+	@# The JavaScript peers of the system tests, pinned by their package-lock.json.
+	@for dir in $(NODE_TEST_DIRS); do \
+		[ -d $$dir/node_modules ] || ! command -v npm >/dev/null 2>&1 \
+			|| (cd $$dir && npm ci --no-audit --no-fund --silent) || exit 1; \
+	done
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.installed-dev
