@@ -8,6 +8,7 @@ that reason. Each session gets a fresh migrated database; each test starts with 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from starlette.applications import Starlette
 
 from tests.client import GraphQL, StatementCounter, http_client
 from tests.environment import TEST_DATABASE_URL, make_settings, migrate, postgres_database
+from tests.totp import Clock
 from usergraph.app import create_app
 from usergraph.db.engine import Database
 from usergraph.runtime import Runtime, build_runtime
@@ -70,20 +72,22 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 # Children first: each test starts with no users and nothing that refers to one.
-TABLES = ("mail_outbox", "email_tokens", "refresh_tokens", "sessions", "user_roles", "users")
+TABLES = (
+    "mail_outbox",
+    "second_factor_challenges",
+    "recovery_codes",
+    "totp_factors",
+    "email_tokens",
+    "refresh_tokens",
+    "sessions",
+    "user_roles",
+    "users",
+)
 
 
 async def _empty(db: Database) -> None:
     async with db.sessionmaker() as s, s.begin():
-        tables = (
-            "mail_outbox",
-            "email_tokens",
-            "refresh_tokens",
-            "sessions",
-            "user_roles",
-            "users",
-        )
-        for table in tables:
+        for table in TABLES:
             await s.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
 
 
@@ -105,6 +109,16 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
     async with app.router.lifespan_context(app):
         await _empty(app.state.runtime.db)
         yield app
+
+
+@pytest.fixture
+def clock(app: Starlette) -> Clock:
+    """The app's TOTP clock, under the test's control (it starts mid-step)."""
+    clock = Clock()
+    runtime: Runtime = app.state.runtime
+    factors = dataclasses.replace(runtime.factors, clock=clock)
+    app.state.runtime = dataclasses.replace(runtime, factors=factors)
+    return clock
 
 
 @pytest.fixture

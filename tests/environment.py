@@ -83,6 +83,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "database_url": database_url,
         "signing_key": TEST_SIGNING_KEY,
         "signing_key_file": tmp_path / "signing-key",
+        "data_keys_file": tmp_path / "data-key",
         # Cheap hashes: the tests check behaviour, the benchmark checks cost.
         "argon2_time_cost": 1,
         "argon2_memory_cost_kib": 1024,

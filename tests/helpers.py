@@ -179,16 +179,19 @@ async def sign_in(
     client: ClientInfo = CLIENT,
     throttle: Throttle | None = None,
 ) -> SignedIn:
-    """auth.login."""
-    return await auth.login(
+    """auth.login, for an account without a second factor."""
+    signed_in = await auth.login(
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
+        factors=runtime.factors,
         throttle=throttle or runtime.throttle,
         login=login,
         password=password,
         client=client,
     )
+    assert isinstance(signed_in, SignedIn), signed_in
+    return signed_in
 
 
 async def refreshed(runtime: Runtime, token: str, *, grace: timedelta | None = None) -> SignedIn:

@@ -49,7 +49,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_when_migrated(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["revision"] == head_revision() == "0002_email"
+    assert response.json()["revision"] == head_revision() == "0003_second_factors"
 
 
 async def test_readyz_refuses_an_unmigrated_database(tmp_path: Path) -> None:

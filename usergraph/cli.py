@@ -1,5 +1,5 @@
 """The `usergraph` command: serve | migrate | create-user | send-mail | mail-status |
-export-schema | check-schema."""
+new-data-key | rotate-data-key | export-schema | check-schema."""
 
 from __future__ import annotations
 
@@ -158,6 +158,29 @@ async def _mail_status(settings: Settings) -> int:
     return 1 if counts.get(outbox_queries.FAILED) else 0
 
 
+async def _rotate_data_key(settings: Settings) -> int:
+    """Re-encrypt the TOTP secrets with the first data key; 1 when some no key decrypts."""
+    from usergraph.db.engine import Database
+    from usergraph.runtime import data_cipher
+    from usergraph.services import data_keys
+
+    db = Database.connect(settings.database_url)
+    try:
+        rotation = await data_keys.rotate(db=db, cipher=data_cipher(settings))
+    finally:
+        await db.dispose()
+    print(f"re-encrypted {rotation.rotated} TOTP secret(s) with the first data key")
+    if rotation.undecryptable:
+        users = ", ".join(str(user_id) for user_id in rotation.undecryptable)
+        print(
+            f"error: no data key decrypts the TOTP secret of user id(s) {users}; put the key "
+            "that encrypted them back into USERGRAPH_DATA_KEYS, or reset their second factors",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="usergraph", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -183,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--forever", action="store_true", help="keep sending until stopped")
     commands.add_parser("mail-status", help="the outbox: pending, sent, failed")
 
+    commands.add_parser("new-data-key", help="print a new key for USERGRAPH_DATA_KEYS")
+    commands.add_parser(
+        "rotate-data-key",
+        help="re-encrypt the TOTP secrets with the first of USERGRAPH_DATA_KEYS",
+    )
+
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
 
@@ -195,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "new-data-key":
+        from usergraph.auth.data_keys import new_data_key
+
+        print(new_data_key())
+        return 0
     if args.command in ("export-schema", "check-schema"):
         if args.command == "check-schema":
             return _check_schema(args.path)
@@ -224,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_send_mail(settings, forever=args.forever))
     if args.command == "mail-status":
         return asyncio.run(_mail_status(settings))
+    if args.command == "rotate-data-key":
+        return asyncio.run(_rotate_data_key(settings))
     raise AssertionError(args.command)
 
 

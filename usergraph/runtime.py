@@ -1,11 +1,12 @@
 """What lives as long as the process: settings, database, hasher, token policy, throttles,
-the mail outbox."""
+the mail outbox, the second factors' policy."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
+from usergraph.auth.data_keys import DataCipher, new_data_key
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
@@ -14,6 +15,7 @@ from usergraph.mail.messages import Messages
 from usergraph.mail.outbox import Outbox, RetryPolicy
 from usergraph.mail.sender import LogMailer, Mailer, Sender, SmtpMailer
 from usergraph.services.email_tokens import EmailPolicy
+from usergraph.services.second_factors import SecondFactorPolicy
 from usergraph.services.sessions import SessionPolicy
 from usergraph.settings import Settings
 
@@ -21,7 +23,7 @@ from usergraph.settings import Settings
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What lives as long as the process: settings, database, hasher, token policy, throttle,
-    outbox."""
+    outbox, email and second-factor policies."""
 
     settings: Settings
     db: Database
@@ -30,6 +32,7 @@ class Runtime:
     throttle: Throttle
     outbox: Outbox
     email: EmailPolicy
+    factors: SecondFactorPolicy
 
     async def close(self) -> None:
         await self.throttle.close()
@@ -51,6 +54,13 @@ def token_codec(settings: Settings) -> TokenCodec:
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         leeway=timedelta(seconds=settings.jwt_leeway_seconds),
     )
+
+
+def data_cipher(settings: Settings) -> DataCipher:
+    keys = [key.get_secret_value() for key in settings.data_keys]
+    if not keys:  # development only: Settings refuses missing keys in production
+        keys = [read_or_create_key_file(settings.data_keys_file, new_data_key)]
+    return DataCipher(keys)
 
 
 def messages(settings: Settings) -> Messages:
@@ -137,4 +147,5 @@ def build_runtime(settings: Settings) -> Runtime:
             reset_ttl=timedelta(seconds=settings.reset_token_ttl_seconds),
             change_ttl=timedelta(seconds=settings.email_change_token_ttl_seconds),
         ),
+        factors=SecondFactorPolicy(cipher=data_cipher(settings), issuer=settings.totp_issuer),
     )

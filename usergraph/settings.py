@@ -6,6 +6,8 @@ The README's configuration table lists the same settings and defaults.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from pathlib import Path
@@ -76,6 +78,21 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     refresh_reuse_grace_seconds: int = Field(default=10, ge=0)
+
+    # Second factors (TOTP) and encryption at rest of their secrets.
+    data_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Fernet keys that encrypt TOTP secrets: the first encrypts, "
+        "all decrypt (rotation). Required in production.",
+    )
+    data_keys_file: Path = Field(
+        default=Path(".usergraph-data-key"),
+        description="Development only: where a generated data key is kept so restarts agree.",
+    )
+    totp_issuer: str = Field(
+        default="usergraph", min_length=1, max_length=64, pattern=r"^[^:]+$",
+        description="The issuer authenticator apps show beside the account name.",
+    )  # fmt: skip
 
     # Password hashing (argon2id). Lower costs only for tests.
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -191,7 +208,7 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("cors_origins", "previous_signing_keys", "trusted_proxies"):
+            for key in ("cors_origins", "previous_signing_keys", "trusted_proxies", "data_keys"):
                 if key in data:
                     data[key] = _split_csv(data[key])
         return data
@@ -212,6 +229,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{value!r} is not a rate; write it like '5/15 minutes' or '20/minute'"
             ) from None
+        return value
+
+    @field_validator("data_keys")
+    @classmethod
+    def _check_data_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "a data key is 32 random bytes in url-safe base64 (44 characters); make one "
+                    "with `usergraph new-data-key`"
+                )
         return value
 
     @field_validator("trusted_proxies")
@@ -238,6 +270,8 @@ class Settings(BaseSettings):
                 )
         if self.is_production and self.signing_key is None:
             raise ValueError("USERGRAPH_SIGNING_KEY is required when USERGRAPH_ENV=production")
+        if self.is_production and not self.data_keys:
+            raise ValueError("USERGRAPH_DATA_KEYS is required when USERGRAPH_ENV=production")
         return self
 
     @model_validator(mode="after")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -54,27 +53,7 @@ def test_schema_contains_the_contract() -> None:
         assert change.description.split("UserErrorCode.")[1].split()[0] in v2_codes, change
 
 
-# What contract v2 holds for second factors (issue 10); the email part is built (issue 9).
-SECOND_FACTORS = re.compile(
-    r"SecondFactor|secondFactor|Totp|RecoveryCodes|INVALID_CODE|INVALID_CHALLENGE|TOTP_"
-)
-
-
 @needs_contract
-def test_schema_contains_contract_v2_but_second_factors() -> None:
-    contract = parse_sdl(contract_sdl(through_v2=True))
-    ours = build_schema()._schema
-    changes = [*find_breaking_changes(contract, ours), *find_dangerous_changes(contract, ours)]
-    assert changes, "contract v2 is complete: drop this test's exclusion and the xfail below"
-    assert [c.description for c in changes if not SECOND_FACTORS.search(c.description)] == []
-
-
-@needs_contract
-@pytest.mark.xfail(
-    strict=True,
-    reason="Contract v2's second factors are issue 10, not built yet; strict: this fails once "
-    "they are, and the mark must go",
-)
 def test_schema_contains_contract_v2() -> None:
     contract = parse_sdl(contract_sdl(through_v2=True))
     ours = build_schema()._schema

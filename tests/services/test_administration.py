@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.client import DEFAULT_PASSWORD
 from tests.helpers import (
     CLIENT,
     codes_and_fields,
     create_account,
     open_session_count,
     role_names,
+    sign_in,
     sign_up,
     stored_user,
 )
@@ -25,7 +25,7 @@ from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.models import User
 from usergraph.runtime import Runtime
-from usergraph.services import administration, auth, sessions
+from usergraph.services import administration, sessions
 from usergraph.services.errors import ProblemCode, Rejected
 
 # --- set_user_roles ----------------------------------------------------------------------
@@ -164,15 +164,7 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
 async def test_disabling_an_account_ends_its_sessions(runtime: Runtime) -> None:
     root = await create_account(runtime, "root", admin=True)
     bob = await sign_up(runtime, "bob")
-    await auth.login(
-        db=runtime.db,
-        passwords=runtime.passwords,
-        policy=runtime.policy,
-        throttle=runtime.throttle,
-        login="bob",
-        password=DEFAULT_PASSWORD,
-        client=CLIENT,
-    )
+    await sign_in(runtime, "bob")
     carol = await sign_up(runtime, "carol")
     assert await open_session_count(runtime, bob.user.id) == 2
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,8 @@ REFRESH_TOKEN_PREFIX = "ugr_"  # lets secret scanners recognise a leaked token
 MAX_REFRESH_TOKEN_LENGTH = 128
 EMAIL_TOKEN_PREFIX = "uge_"  # one-time tokens sent by email
 MAX_EMAIL_TOKEN_LENGTH = 128
+CHALLENGE_TOKEN_PREFIX = "ugc_"  # second-factor challenges (login's first step)
+MAX_CHALLENGE_TOKEN_LENGTH = 128
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "typ"]
 
 
@@ -54,6 +56,9 @@ class AccessClaims:
     session_id: uuid.UUID
     roles: tuple[str, ...]
     expires_at: datetime
+    # How the user signed in (RFC 8176 `amr` values: "pwd", "otp") and when.
+    auth_methods: tuple[str, ...] = ()
+    auth_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,17 @@ class TokenCodec:
         self._leeway = leeway
 
     def issue_access_token(
-        self, *, user_id: int, session_id: uuid.UUID, roles: Sequence[str], now: datetime
+        self,
+        *,
+        user_id: int,
+        session_id: uuid.UUID,
+        roles: Sequence[str],
+        now: datetime,
+        auth_methods: Sequence[str] = ("pwd",),
+        auth_time: datetime | None = None,
     ) -> IssuedToken:
-        """Return a signed access token for the session and when it expires."""
+        """Return a signed access token for the session and when it expires; `amr` and
+        `auth_time` say how and when the session's user signed in (default: by password, now)."""
         expires_at = now + self.access_ttl
         claims = {
             "iss": self._issuer,
@@ -95,6 +108,8 @@ class TokenCodec:
             "jti": uuid.uuid4().hex,
             "sid": str(session_id),
             "roles": sorted(roles),
+            "amr": list(auth_methods),
+            "auth_time": int((auth_time or now).timestamp()),
             "typ": ACCESS_TOKEN_TYPE,
         }
         token = jwt.encode(
@@ -121,11 +136,17 @@ class TokenCodec:
             if claims["typ"] != ACCESS_TOKEN_TYPE:
                 raise InvalidAccessToken("not an access token")
             roles = claims.get("roles", [])
+            methods = claims.get("amr", [])
+            auth_time = claims.get("auth_time")
             return AccessClaims(
                 user_id=int(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),
                 roles=tuple(str(role) for role in roles) if isinstance(roles, list) else (),
                 expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+                auth_methods=tuple(str(m) for m in methods) if isinstance(methods, list) else (),
+                auth_time=(
+                    datetime.fromtimestamp(auth_time, UTC) if isinstance(auth_time, int) else None
+                ),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidAccessToken(str(exc)) from exc
@@ -141,15 +162,26 @@ def new_email_token() -> str:
     return EMAIL_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def new_challenge_token() -> str:
+    """Return a fresh second-factor challenge token (256 random bits)."""
+    return CHALLENGE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 def hash_token(token: str) -> str:
-    """The SHA-256 under which an opaque token (refresh or email) is stored."""
+    """The SHA-256 under which an opaque token (refresh, email, challenge; recovery codes) is
+    stored."""
     # A lookup by SHA-256 leaks nothing through timing: an attacker controls the token, not its
     # hash, so the database's index comparison does not reveal a stored value byte by byte.
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def read_or_create_key_file(path: Path) -> str:
-    """Return the development signing key kept in path, creating it (mode 0600) if missing.
+def new_signing_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def read_or_create_key_file(path: Path, new_key: Callable[[], str] = new_signing_secret) -> str:
+    """Return the development key kept in path (a signing key, a data key), creating it with
+    new_key (mode 0600) if missing.
 
     Several workers may start at once: O_EXCL makes exactly one of them write the key and the
     others read it.
@@ -168,7 +200,7 @@ def read_or_create_key_file(path: Path) -> str:
             time.sleep(0.02)
             continue
         with os.fdopen(fd, "w") as file:
-            key = secrets.token_urlsafe(48)
+            key = new_key()
             file.write(key + "\n")
         return key
-    raise RuntimeError(f"could not read the signing key file {path}")
+    raise RuntimeError(f"could not read the key file {path}")

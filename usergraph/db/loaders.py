@@ -35,6 +35,7 @@ from typing import Any
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from usergraph.db import second_factors as factor_queries
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
 from usergraph.db.keyset import Key, Page
@@ -153,6 +154,13 @@ class OpenSessionCountByUserIdLoader(_Loader):
         return [counts.get(key, 0) for key in keys]
 
 
+class SecondFactorsByUserIdLoader(_Loader):
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[factor_queries.FactorState]:
+        async with self.sessionmaker() as session:
+            states = await factor_queries.factor_states(session, keys)
+        return [states.get(key, factor_queries.FactorState()) for key in keys]
+
+
 @dataclass(frozen=True, slots=True)
 class Loaders:
     user_by_id: UserByIdLoader
@@ -160,6 +168,7 @@ class Loaders:
     session_by_id: SessionByIdLoader
     open_sessions_by_user_id: OpenSessionsByUserIdLoader
     open_session_count_by_user_id: OpenSessionCountByUserIdLoader
+    second_factors_by_user_id: SecondFactorsByUserIdLoader
 
     @classmethod
     def create(cls, sessionmaker: async_sessionmaker[AsyncSession]) -> Loaders:
@@ -170,6 +179,7 @@ class Loaders:
             session_by_id=SessionByIdLoader(sessionmaker),
             open_sessions_by_user_id=OpenSessionsByUserIdLoader(sessionmaker, now),
             open_session_count_by_user_id=OpenSessionCountByUserIdLoader(sessionmaker, now),
+            second_factors_by_user_id=SecondFactorsByUserIdLoader(sessionmaker),
         )
 
     async def viewer(
@@ -201,7 +211,12 @@ class Loaders:
 
     def forget_user(self, user_id: int) -> None:
         """Drop what this request cached about a user after a write touched it."""
-        for loader in (self.user_by_id, self.roles_by_user_id, self.open_session_count_by_user_id):
+        for loader in (
+            self.user_by_id,
+            self.roles_by_user_id,
+            self.open_session_count_by_user_id,
+            self.second_factors_by_user_id,
+        ):
             loader.clear(user_id)
         self.open_sessions_by_user_id.clear_all()
 

@@ -121,11 +121,19 @@ class UserSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip_address: Mapped[str | None] = mapped_column(String(45))
+    # How the user signed in (space-separated RFC 8176 values: "pwd", "pwd otp") and when;
+    # every access token of the session carries them as `amr` and `auth_time`.
+    auth_methods: Mapped[str] = mapped_column(String(40), default="pwd")
+    authenticated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_sessions_user_id_created_at", "user_id", "created_at", "id"),)
 
     def is_open(self, now: datetime) -> bool:
         return self.revoked_at is None and self.expires_at > now
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        return tuple(self.auth_methods.split())
 
 
 class RefreshToken(Base):
@@ -193,3 +201,52 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
 
     __table_args__ = (Index("ix_mail_outbox_status_due_at", "status", "due_at"),)
+
+
+class TotpFactor(Base):
+    """A user's TOTP secret, encrypted with the data key (auth/data_keys.py).
+
+    enabled_at is None while enrollment waits for its first code. last_used_step is the newest
+    time step a code was accepted for: a code of that step or an older one is refused, so no
+    code works twice, on any worker.
+    """
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code; only its SHA-256 is kept (80 random bits each)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SecondFactorChallenge(Base):
+    """Login's first step for an account with a second factor: the password was right.
+
+    Only the token's SHA-256 is kept. attempts counts the codes tried; the challenge is spent
+    after the maximum, used once a code was right.
+    """
+
+    __tablename__ = "second_factor_challenges"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -27,6 +27,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "email_changed": _CHANGE,
     "password_changed": {"username": "ada"},
     "account_exists": {"username": "ada"},
+    "totp_enabled": {"username": "ada"},
+    "totp_disabled": {"username": "ada", "recovery_code_used": False},
+    "recovery_codes_regenerated": {"username": "ada", "recovery_code_used": True},
+    "recovery_code_used": {"username": "ada", "codes_left": 9},
+    "second_factors_reset": {"username": "ada"},
 }
 KINDS = tuple(SAMPLES)
 

@@ -1,4 +1,5 @@
-"""Resolvers for signing in: register, login, refresh, changePassword."""
+"""Resolvers for signing in: register, login, refresh, changePassword (login's second step is
+in second_factors.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from usergraph.schema.payloads import AuthPayload, ChangePasswordPayload
 from usergraph.services import auth as auth_service
 from usergraph.services import passwords as password_service
 from usergraph.services import sessions as session_service
+from usergraph.services.challenges import SecondFactorRequired
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.sessions import SignedIn
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from usergraph.context import Context
 
 
-def _signed_in(ctx: Context, result: SignedIn) -> AuthPayload:
+def signed_in(ctx: Context, result: SignedIn) -> AuthPayload:
     # The rest of this request sees the new session's user as the viewer, so the payload's
     # user shows its own email and lastLoginAt.
     ctx.sign_in(result.user, result.session_id, result.roles)
@@ -51,7 +53,7 @@ async def register(info: strawberry.Info[Context, None], input: RegisterInput) -
     )
     if result is None:  # the address must be verified first: no tokens, no user
         return AuthPayload()
-    return _signed_in(ctx, result)
+    return signed_in(ctx, result)
 
 
 @answers(AuthPayload)
@@ -61,13 +63,16 @@ async def login(info: strawberry.Info[Context, None], input: LoginInput) -> Auth
         db=runtime.db,
         passwords=runtime.passwords,
         policy=runtime.policy,
+        factors=runtime.factors,
         throttle=runtime.throttle,
         login=input.login,
         password=input.password,
         client=ctx.client,
         require_verified=runtime.email.verification_required,
     )
-    return _signed_in(ctx, result)
+    if isinstance(result, SecondFactorRequired):  # no tokens until verifySecondFactor
+        return AuthPayload.second_step(result)
+    return signed_in(ctx, result)
 
 
 @answers(AuthPayload)
@@ -90,7 +95,7 @@ async def refresh(info: strawberry.Info[Context, None], input: RefreshInput) -> 
         if not input.refresh_token:  # the cookie's token is dead: stop sending it
             ctx.clear_refresh_token_cookie()
         raise
-    return _signed_in(ctx, result)
+    return signed_in(ctx, result)
 
 
 @answers(ChangePasswordPayload)

@@ -136,3 +136,36 @@ class RequestEmailChangeInput:
 @strawberry.input
 class ConfirmEmailChangeInput:
     token: str
+
+
+@strawberry.input
+class StartTotpEnrollmentInput:
+    password: str
+
+
+@strawberry.input
+class ConfirmTotpEnrollmentInput:
+    code: str
+
+
+@strawberry.input(description="`code` is a current TOTP code or an unused recovery code.")
+class DisableTotpInput:
+    password: str
+    code: str
+
+
+@strawberry.input
+class RegenerateRecoveryCodesInput:
+    password: str
+    code: str
+
+
+@strawberry.input
+class VerifySecondFactorInput:
+    challenge_token: str
+    code: str
+
+
+@strawberry.input
+class ResetSecondFactorsInput:
+    user_id: strawberry.ID

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import strawberry
 
-from usergraph.resolvers import auth, email, sessions, users
+from usergraph.resolvers import auth, email, second_factors, sessions, users
 from usergraph.schema.payloads import (
     AuthPayload,
     ChangePasswordPayload,
     ConfirmEmailChangePayload,
+    ConfirmTotpEnrollmentPayload,
+    DisableTotpPayload,
     LogoutPayload,
+    RegenerateRecoveryCodesPayload,
     RequestEmailChangePayload,
     RequestEmailVerificationPayload,
     RequestPasswordResetPayload,
     ResetPasswordPayload,
     RevokeSessionPayload,
+    StartTotpEnrollmentPayload,
     UpdateProfilePayload,
     UserPayload,
     VerifyEmailPayload,
@@ -98,4 +102,36 @@ class Mutation:
     confirm_email_change: ConfirmEmailChangePayload = strawberry.field(
         resolver=email.confirm_email_change,
         description="Finish an email change with the token sent to the new address.",
+    )
+    start_totp_enrollment: StartTotpEnrollmentPayload = strawberry.field(
+        resolver=second_factors.start_totp_enrollment,
+        extensions=signed_in(),
+        description="Begin TOTP enrollment: a new secret; nothing changes until "
+        "confirmTotpEnrollment.",
+    )
+    confirm_totp_enrollment: ConfirmTotpEnrollmentPayload = strawberry.field(
+        resolver=second_factors.confirm_totp_enrollment,
+        extensions=signed_in(),
+        description="Turn TOTP on with a current code; answers the recovery codes, shown this "
+        "once.",
+    )
+    disable_totp: DisableTotpPayload = strawberry.field(
+        resolver=second_factors.disable_totp,
+        extensions=signed_in(),
+        description="Turn TOTP off (password and a current code or a recovery code).",
+    )
+    regenerate_recovery_codes: RegenerateRecoveryCodesPayload = strawberry.field(
+        resolver=second_factors.regenerate_recovery_codes,
+        extensions=signed_in(),
+        description="Replace the recovery codes; the old ones stop working.",
+    )
+    verify_second_factor: AuthPayload = strawberry.field(
+        resolver=second_factors.verify_second_factor,
+        description="The second step of a login whose account has a second factor: opens the "
+        "session.",
+    )
+    reset_second_factors: UserPayload = strawberry.field(
+        resolver=second_factors.reset_second_factors,
+        extensions=admins_only(),
+        description="Administrators: turn off a user's second factors (a user who lost them all).",
     )

@@ -7,10 +7,13 @@ from datetime import datetime
 import strawberry
 
 from usergraph.schema.types import Session, User
+from usergraph.services.challenges import SecondFactorRequired
 from usergraph.services.errors import Problem, ProblemCode, Rejected
+from usergraph.services.second_factors import Method
 from usergraph.services.sessions import SignedIn
 
 UserErrorCode = strawberry.enum(ProblemCode, name="UserErrorCode")
+SecondFactorMethod = strawberry.enum(Method, name="SecondFactorMethod")
 
 
 @strawberry.type
@@ -55,6 +58,15 @@ class UserResult:
 
 
 @strawberry.type
+class SecondFactorChallenge:
+    token: str = strawberry.field(
+        description="Opaque, single use, short-lived (5 minutes); it dies after 5 wrong codes."
+    )
+    expires_at: datetime
+    methods: list[SecondFactorMethod]  # type: ignore[valid-type]
+
+
+@strawberry.type
 class AuthPayload:
     access_token: str | None = strawberry.field(
         default=None,
@@ -68,6 +80,19 @@ class AuthPayload:
     refresh_token_expires_at: datetime | None = None
     user: User | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+    second_factor_challenge: SecondFactorChallenge | None = strawberry.field(
+        default=None,
+        description="Set, with no tokens, when the password was right but the account has a "
+        "second factor: finish with verifySecondFactor. Null otherwise.",
+    )
+
+    @classmethod
+    def second_step(cls, required: SecondFactorRequired) -> AuthPayload:
+        return cls(
+            second_factor_challenge=SecondFactorChallenge(
+                token=required.token, expires_at=required.expires_at, methods=list(required.methods)
+            )
+        )
 
     @classmethod
     def signed_in(cls, result: SignedIn) -> AuthPayload:
@@ -136,3 +161,37 @@ class RequestEmailChangePayload(UserErrorsOnly):
 @strawberry.type
 class ConfirmEmailChangePayload(UserResult):
     pass
+
+
+@strawberry.type
+class StartTotpEnrollmentPayload:
+    secret: str | None = strawberry.field(
+        default=None, description="Base32 secret, for typing into an authenticator app by hand."
+    )
+    otpauth_uri: str | None = strawberry.field(
+        default=None,
+        description="otpauth://totp/... URI (issuer and account name inside), for QR codes and "
+        "password managers.",
+    )
+    qr_code_svg: str | None = strawberry.field(
+        default=None, description="The URI as an SVG QR code."
+    )
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ConfirmTotpEnrollmentPayload:
+    recovery_codes: list[str] | None = None
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class DisableTotpPayload(UserResult):
+    pass
+
+
+@strawberry.type
+class RegenerateRecoveryCodesPayload:
+    recovery_codes: list[str] | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)

@@ -6,6 +6,7 @@ apply it to a field's source.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +73,10 @@ class SelfOrAdminOrNull(FieldExtension):
         self, next_: Callable[..., Any], source: Any, info: Info[Context, None], **kwargs: Any
     ) -> Any:
         viewer = await info.context.viewer()
-        return next_(source, info, **kwargs) if may_see(viewer, source.id) else None
+        if not may_see(viewer, source.id):
+            return None
+        value = next_(source, info, **kwargs)
+        return await value if inspect.isawaitable(value) else value  # a loader's future
 
 
 def may_see(viewer: Actor | None, user_id: int) -> bool:

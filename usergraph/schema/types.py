@@ -13,6 +13,7 @@ from strawberry import Parent
 from usergraph.db import models
 from usergraph.db.keyset import Page
 from usergraph.db.loaders import SessionsPageKey
+from usergraph.db.second_factors import FactorState
 from usergraph.schema.permissions import SelfOrAdminOrNull, self_or_admin
 from usergraph.schema.relay import (
     DEFAULT_PAGE_SIZE,
@@ -81,6 +82,17 @@ class User(Node):
     def email_verified_at(self, root: Parent[models.User]) -> datetime | None:
         return root.email_verified_at
 
+    @strawberry.field(
+        description="The user's second factors. The user and administrators; null for anyone else.",
+        extensions=[SelfOrAdminOrNull()],
+    )
+    def second_factors(
+        self, root: Parent[models.User], info: strawberry.Info[Context, None]
+    ) -> SecondFactors | None:
+        # The loader's future (the executor awaits it): the factors of a page share one batch.
+        state: SecondFactors = info.context.loaders.second_factors_by_user_id.load(root.id)  # type: ignore[assignment]
+        return state
+
     @strawberry.field
     def roles(self, root: Parent[models.User], info: strawberry.Info[Context, None]) -> list[Role]:
         # Synchronous when already loaded (the viewer's, a prefetched page's): a page of users
@@ -111,6 +123,23 @@ class User(Node):
             SessionsPageKey(root.id, request.first, key)
         )
         return SessionConnection.from_page(page, user_id=root.id)
+
+
+@strawberry.type
+class SecondFactors:
+    """Resolves from db.second_factors.FactorState."""
+
+    @strawberry.field
+    def totp_enabled(self, root: Parent[FactorState]) -> bool:
+        return root.totp_enabled_at is not None
+
+    @strawberry.field
+    def totp_enabled_at(self, root: Parent[FactorState]) -> datetime | None:
+        return root.totp_enabled_at
+
+    @strawberry.field(description="Unused recovery codes left (0 when TOTP is off).")
+    def recovery_codes_remaining(self, root: Parent[FactorState]) -> int:
+        return root.recovery_codes_left if root.totp_enabled_at is not None else 0
 
 
 @strawberry.type(name="Session", description="A signed-in device: one refresh-token family.")

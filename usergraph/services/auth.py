@@ -13,15 +13,24 @@ import logging
 
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
+from usergraph.db import second_factors as factor_queries
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.models import DEFAULT_ROLE, User, utcnow
 from usergraph.mail.outbox import Outbox
-from usergraph.services import email_tokens, validation
+from usergraph.services import challenges, email_tokens, validation
 from usergraph.services.audit import log_security_event, login_digest
+from usergraph.services.challenges import SecondFactorRequired
 from usergraph.services.email_tokens import EmailPolicy
 from usergraph.services.errors import ProblemCode, Rejected
-from usergraph.services.sessions import ClientInfo, SessionPolicy, SignedIn, open_session
+from usergraph.services.second_factors import SecondFactorPolicy
+from usergraph.services.sessions import (
+    ClientInfo,
+    SessionPolicy,
+    SignedIn,
+    account_disabled,
+    open_session,
+)
 from usergraph.services.throttling import (
     account_locked,
     count_ip_attempt,
@@ -32,7 +41,6 @@ from usergraph.services.throttling import (
 from usergraph.services.users import EMAIL_TAKEN, clean_new_account, insert_user
 
 INVALID_CREDENTIALS = "Wrong login or password."
-ACCOUNT_DISABLED = "This account is disabled."
 
 
 async def register(
@@ -117,17 +125,21 @@ async def login(
     db: Database,
     passwords: PasswordHasher,
     policy: SessionPolicy,
+    factors: SecondFactorPolicy,
     throttle: Throttle,
     login: str,
     password: str,
     client: ClientInfo,
     require_verified: bool = False,
-) -> SignedIn:
-    """Check the credentials and open a session. Unknown logins cost as much as wrong passwords.
+) -> SignedIn | SecondFactorRequired:
+    """Check the credentials and open a session, or (the account has a second factor) answer
+    the challenge that verifySecondFactor finishes. Unknown logins cost as much as wrong
+    passwords.
 
     Failed logins count against the account (by login name, so unknown names lock alike and
     reveal nothing) and against the client's ip. The account's attempt is counted before the
-    hash is checked, so concurrent guesses cannot overshoot its limit; a success clears it.
+    hash is checked, so concurrent guesses cannot overshoot its limit; a success clears it, a
+    challenge does not (its code is still to come).
     """
     ip = ip_key(client.ip_address)
     # Only failures count against the ip (below); here its window is only checked.
@@ -148,6 +160,7 @@ async def login(
                 db=db,
                 passwords=passwords,
                 policy=policy,
+                factors=factors,
                 account=account,
                 password=password,
                 client=client,
@@ -170,6 +183,9 @@ async def login(
                 retry_after=after.retry_after,
             )
         raise
+    if isinstance(signed_in, SecondFactorRequired):
+        log_security_event("login_second_factor_required", login=login_digest(account))
+        return signed_in
     await throttle.clear(Rule.LOGIN_ACCOUNT, account)
     log_security_event(
         "login_succeeded", user_id=signed_in.user.id, session_id=signed_in.session_id
@@ -177,22 +193,17 @@ async def login(
     return signed_in
 
 
-def account_disabled(user_id: int) -> Rejected:
-    """The refusal of a disabled account's sign-in, logged."""
-    log_security_event("login_failed", reason="disabled", user_id=user_id)
-    return Rejected.one(ProblemCode.ACCOUNT_DISABLED, ACCOUNT_DISABLED)
-
-
 async def _sign_in(
     *,
     db: Database,
     passwords: PasswordHasher,
     policy: SessionPolicy,
+    factors: SecondFactorPolicy,
     account: str,
     password: str,
     client: ClientInfo,
     require_verified: bool,
-) -> SignedIn:
+) -> SignedIn | SecondFactorRequired:
     # The hash is checked outside any transaction (it takes long); the write then requires the
     # stored hash to be the one we checked. If it changed meanwhile (a concurrent login
     # upgraded it, or the password changed), check once more against the new one.
@@ -208,16 +219,22 @@ async def _sign_in(
             )
         async with db.sessionmaker() as s, s.begin():
             now = utcnow()
-            values: dict[str, object] = {"last_login_at": now}
+            second_step = await factor_queries.totp_enabled(s, user.id)
+            # Signed in only once the second step is done, if there is one.
+            values: dict[str, object] = {} if second_step else {"last_login_at": now}
             if new_hash:
                 values["password_hash"] = new_hash
-            current = await user_queries.update_user_if_hash_is(
-                s, user_id=user.id, password_hash=user.password_hash, values=values
-            )
+            current: User | None = user
+            if values:
+                current = await user_queries.update_user_if_hash_is(
+                    s, user_id=user.id, password_hash=user.password_hash, values=values
+                )
             if current is None:
                 continue
             if not current.is_active:
                 raise account_disabled(user.id)
+            if second_step:
+                return await challenges.issue(s, policy=factors, user=current, now=now)
             return await open_session(
                 s,
                 user=current,

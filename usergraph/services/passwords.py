@@ -36,9 +36,13 @@ async def check_current_password(
     password: str,
     field: str,
     event: str,
+    clear: bool = True,
 ) -> None:
     """Raise unless password is the user's. Wrong ones count against the account like failed
-    logins (by username), so a stolen access token cannot guess at the hasher's speed."""
+    logins (by username), so a stolen access token cannot guess at the hasher's speed.
+
+    clear=False leaves this attempt counted even when the password is right: the caller checks
+    a second factor next and clears the count only if that is right too."""
     if len(password) > validation.MAX_LOGIN_PASSWORD_LENGTH:
         raise wrong_password(field)
     verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, user.username)
@@ -48,7 +52,8 @@ async def check_current_password(
     if not (await passwords.verify(password, user.password_hash)).ok:
         log_security_event(event, reason="credentials", user_id=user.id)
         raise wrong_password(field)
-    await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
+    if clear:
+        await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
 
 
 async def store_new_hash(

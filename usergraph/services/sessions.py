@@ -28,7 +28,10 @@ from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.throttling import count_ip_attempt
 
 MAX_USER_AGENT_LENGTH = 512
+# RFC 8176 authentication method references, as access tokens carry them in `amr`.
+PASSWORD, ONE_TIME_PASSWORD = "pwd", "otp"
 INVALID_REFRESH_TOKEN = "This refresh token is not valid."
+ACCOUNT_DISABLED = "This account is disabled."
 ALREADY_USED = "This refresh token was already used."
 
 
@@ -48,6 +51,12 @@ class ClientInfo:
 def _stored_user_agent(client: ClientInfo) -> str | None:
     """The client's user agent as a session keeps it: at most MAX_USER_AGENT_LENGTH."""
     return (client.user_agent or "")[:MAX_USER_AGENT_LENGTH] or None
+
+
+def account_disabled(user_id: int) -> Rejected:
+    """The refusal of a disabled account's sign-in (login or its second step), logged."""
+    log_security_event("login_failed", reason="disabled", user_id=user_id)
+    return Rejected.one(ProblemCode.ACCOUNT_DISABLED, ACCOUNT_DISABLED)
 
 
 def invalid_refresh_token(message: str = INVALID_REFRESH_TOKEN) -> Rejected:
@@ -86,7 +95,12 @@ async def _issue(
         expires_at=expires_at,
     )
     access = policy.tokens.issue_access_token(
-        user_id=user.id, session_id=user_session.id, roles=roles, now=now
+        user_id=user.id,
+        session_id=user_session.id,
+        roles=roles,
+        now=now,
+        auth_methods=user_session.amr,
+        auth_time=user_session.authenticated_at,
     )
     return SignedIn(
         user=user,
@@ -106,8 +120,11 @@ async def open_session(
     policy: SessionPolicy,
     client: ClientInfo,
     now: datetime,
+    auth_methods: Sequence[str] = (PASSWORD,),
 ) -> SignedIn:
-    """Start a session for user inside the caller's transaction and return its first tokens."""
+    """Start a session for user inside the caller's transaction and return its first tokens.
+
+    auth_methods: how the user proved who they are (RFC 8176 `amr` values), now."""
     user_session = UserSession(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -116,6 +133,8 @@ async def open_session(
         expires_at=now + policy.refresh_ttl,
         ip_address=client.ip_address,
         user_agent=_stored_user_agent(client),
+        auth_methods=" ".join(auth_methods),
+        authenticated_at=now,
     )
     s.add(user_session)
     await s.flush()
