@@ -35,6 +35,8 @@ LIMIT_STORAGES = [
     ),
 ]
 TEST_SIGNING_KEY = "test-signing-key-that-is-long-enough-0123456789"
+# A Fernet key (32 bytes, url-safe base64) for the TOTP secrets of in-process apps.
+TEST_DATA_KEY = "dGVzdC1kYXRhLWtleS10aGF0LWlzLTMyLWJ5dGVzISE="
 
 
 async def _create_postgres_database(admin_url: str) -> str:
@@ -83,6 +85,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "database_url": database_url,
         "signing_key": TEST_SIGNING_KEY,
         "signing_key_file": tmp_path / "signing-key",
+        "data_keys": [TEST_DATA_KEY],
         "data_keys_file": tmp_path / "data-key",
         # Cheap hashes: the tests check behaviour, the benchmark checks cost.
         "argon2_time_cost": 1,

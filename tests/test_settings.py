@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.client import GraphQL, serving
-from tests.environment import make_settings
+from tests.environment import TEST_DATA_KEY, make_settings
 from tests.helpers import error_codes
 from usergraph.settings import Settings
 
@@ -39,6 +39,17 @@ def test_production_refuses_to_start_without_a_key(monkeypatch: pytest.MonkeyPat
         Settings(_env_file=None)  # type: ignore[call-arg]
 
 
+def test_production_refuses_to_start_without_a_data_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
+    monkeypatch.setenv("USERGRAPH_MAILER", "smtp")
+    monkeypatch.delenv("USERGRAPH_DATA_KEYS", raising=False)
+    with pytest.raises(ValidationError, match="USERGRAPH_DATA_KEYS is required"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
+    assert Settings(_env_file=None).is_production  # type: ignore[call-arg]
+
+
 def test_short_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", "short")
     with pytest.raises(ValidationError, match="at least 32 bytes"):
@@ -52,6 +63,7 @@ def test_short_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_production_turns_off_graphiql_and_introspection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
     monkeypatch.setenv("USERGRAPH_MAILER", "smtp")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert not settings.graphiql_enabled and not settings.introspection_enabled
@@ -62,6 +74,7 @@ def test_production_turns_off_graphiql_and_introspection(monkeypatch: pytest.Mon
 def test_production_refuses_to_guess_a_mailer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", STRONG_KEY)
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
     with pytest.raises(ValidationError, match="USERGRAPH_MAILER is required"):
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("USERGRAPH_MAILER", "log")  # chosen explicitly: allowed

@@ -29,6 +29,11 @@ CONTEXTS: dict[str, dict[str, object]] = {
     "email_changed": {"username": "ann", "new_email": "ann.new@example.com"},
     "password_changed": {"username": "ann"},
     "account_exists": {"username": "ann"},
+    "totp_enabled": {"username": "ann"},
+    "totp_disabled": {"username": "ann", "recovery_code_used": True},
+    "recovery_codes_regenerated": {"username": "ann", "recovery_code_used": False},
+    "recovery_code_used": {"username": "ann", "codes_left": 1},
+    "second_factors_reset": {"username": "ann"},
 }
 SUBJECTS = {
     "verify_email": "Verify your email address for usergraph",
@@ -38,6 +43,11 @@ SUBJECTS = {
     "email_changed": "Your usergraph email address was changed",
     "password_changed": "Your usergraph password was changed",
     "account_exists": "Someone tried to register with your email address at usergraph",
+    "totp_enabled": "Two-step sign-in is on for your usergraph account",
+    "totp_disabled": "Two-step sign-in is off for your usergraph account",
+    "recovery_codes_regenerated": "New recovery codes for your usergraph account",
+    "recovery_code_used": "A recovery code was used to sign in to your usergraph account",
+    "second_factors_reset": "Two-step sign-in was reset for your usergraph account",
 }
 LINKED = ("verify_email", "reset_password", "change_email")
 
@@ -91,6 +101,22 @@ def test_every_kind_renders_a_subject_text_and_html(kind: str) -> None:
     if "new_email" in CONTEXTS[kind]:
         assert "ann.new@example.com" in rendered.text
         assert "<b>ann.new@example.com</b>" in rendered.html
+
+
+@pytest.mark.parametrize("left", [0, 1, 9])
+def test_a_used_recovery_code_says_how_many_are_left(left: int) -> None:
+    rendered = built_in().render("recovery_code_used", username="ann", codes_left=left)
+    said = f"{left} code is left" if left == 1 else f"{left} codes are left"
+    assert said in rendered.text
+    assert said in rendered.html
+
+
+@pytest.mark.parametrize("kind", ["totp_disabled", "recovery_codes_regenerated"])
+def test_a_factor_notice_says_whether_a_recovery_code_did_it(kind: str) -> None:
+    used = built_in().render(kind, username="ann", recovery_code_used=True)
+    not_used = built_in().render(kind, username="ann", recovery_code_used=False)
+    assert ", with a recovery code." in used.text and ", with a recovery code." in used.html
+    assert "recovery code." not in not_used.text.split("\n\n")[1]
 
 
 def test_the_product_name_is_in_subject_and_bodies() -> None:

@@ -56,3 +56,55 @@ def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
     assert "created user admin" in out
     assert '"totalCount": 2' in out
     assert '"revokedSessions": 1' in out
+
+
+def second_factor_walkthrough() -> str:
+    """The shell blocks of "Enrolling with an authenticator app", after the curl section's
+    first block (API and jget)."""
+    text = README.read_text()
+    curl = text[text.index("### With curl") : text.index("### With GraphiQL")]
+    section = text[
+        text.index("### Enrolling with an authenticator app") : text.index(
+            "### The same in GraphiQL"
+        )
+    ]
+    setup = re.findall(r"```sh\n(.*?)```", curl, flags=re.DOTALL)[0]
+    return setup + "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL))
+
+
+def test_second_factor_walkthrough_has_every_step() -> None:
+    script = second_factor_walkthrough()
+    for step in (
+        "startTotpEnrollment(",
+        "confirmTotpEnrollment(",
+        "secondFactorChallenge",
+        "verifySecondFactor(",
+        "regenerateRecoveryCodes(",
+    ):
+        assert step in script
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_second_factor_walkthrough_works_as_written(tmp_path: Path) -> None:
+    """Enroll, sign in with both steps, recover with a recovery code: as a README reader would
+    (it waits for the next 30-second step once, as the README says)."""
+    with serve(tmp_path) as (base_url, env):
+        script = second_factor_walkthrough().replace("http://127.0.0.1:8000", base_url)
+        result = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(
+        r"^otpauth://totp/usergraph:grace\?secret=[A-Z2-7]{32}&issuer=usergraph$", out, re.M
+    )
+    assert (tmp_path / "totp-qr.svg").read_text().startswith("<svg")
+    assert '"totpEnabled": true' in out and '"recoveryCodesRemaining": 10' in out
+    assert '"username": "grace"' in out  # both steps signed in
+    assert '"recoveryCodesRemaining": 9' in out  # the recovery code worked, once
+    assert '"code": "INVALID_CODE"' in out  # and not a second time
