@@ -13,14 +13,15 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.auth import totp
-from usergraph.auth.data_keys import DataCipher
+from usergraph.auth.data_keys import DataCipher, UndecryptableValue
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import hash_token
@@ -36,6 +37,7 @@ from usergraph.services.throttling import account_locked, hashing
 from usergraph.services.users import get_user_or_reject
 
 INVALID_CODE = "This code is not valid: wrong, already used, or not a code."
+T = TypeVar("T")
 
 
 class Method(enum.Enum):
@@ -100,7 +102,15 @@ async def check_code(
     """Which factor `code` proves (taking its TOTP step or using up its recovery code, in s's
     transaction), or None when it proves none."""
     if totp.looks_like_totp(code):
-        secret = policy.cipher.decrypt(factor.secret_ciphertext)
+        try:
+            secret = policy.cipher.decrypt(factor.secret_ciphertext)
+        except UndecryptableValue:
+            # A data key was dropped too early (or the row was tampered with): no TOTP code can
+            # match, a recovery code still can; the operator must restore the key.
+            log_security_event(
+                "totp_secret_undecryptable", level=logging.ERROR, user_id=factor.user_id
+            )
+            return None
         step = totp.matching_step(secret, code, unix_time=policy.clock())
         if step is not None and await factor_queries.take_step(
             s, user_id=factor.user_id, step=step
@@ -222,6 +232,40 @@ async def _prove(
     return method
 
 
+async def _change_with_code(
+    *,
+    db: Database,
+    passwords: PasswordHasher,
+    throttle: Throttle,
+    outbox: Outbox,
+    policy: SecondFactorPolicy,
+    user_id: int,
+    password: str,
+    code: str,
+    done: str,
+    refused: str,
+    write: Callable[[AsyncSession], Awaitable[T]],
+) -> tuple[User, T]:
+    """A change to the factors that needs the password and a current code: check both, run
+    write in the transaction that proves the code, send the notice `done` (also its security
+    event; failures log `refused`)."""
+    user = await _password_for_change(
+        db=db, passwords=passwords, throttle=throttle, user_id=user_id, password=password,
+        event=refused,
+    )  # fmt: skip
+    async with db.sessionmaker() as s, s.begin():
+        method = await _prove(s, policy=policy, user_id=user_id, code=code, event=refused)
+        result = await write(s)
+        await outbox.enqueue(
+            s, kind=done, to_address=user.email, username=user.username,
+            recovery_code_used=method is Method.RECOVERY_CODE,
+        )  # fmt: skip
+    await clear_code_guesses(throttle, user)
+    log_security_event(done, user_id=user_id, method=method.value)
+    outbox.wake()
+    return user, result
+
+
 async def disable(
     *,
     db: Database,
@@ -234,21 +278,11 @@ async def disable(
     code: str,
 ) -> User:
     """Turn TOTP off (the password and a current TOTP or recovery code)."""
-    event = "totp_disable_failed"
-    user = await _password_for_change(
-        db=db, passwords=passwords, throttle=throttle, user_id=user_id, password=password,
-        event=event,
+    user, _ = await _change_with_code(
+        db=db, passwords=passwords, throttle=throttle, outbox=outbox, policy=policy,
+        user_id=user_id, password=password, code=code, done="totp_disabled",
+        refused="totp_disable_failed", write=lambda s: factor_queries.delete_factors(s, user_id),
     )  # fmt: skip
-    async with db.sessionmaker() as s, s.begin():
-        method = await _prove(s, policy=policy, user_id=user_id, code=code, event=event)
-        await factor_queries.delete_factors(s, user_id)
-        await outbox.enqueue(
-            s, kind="totp_disabled", to_address=user.email, username=user.username,
-            recovery_code_used=method is Method.RECOVERY_CODE,
-        )  # fmt: skip
-    await clear_code_guesses(throttle, user)
-    log_security_event("totp_disabled", user_id=user_id, method=method.value)
-    outbox.wake()
     return user
 
 
@@ -264,21 +298,12 @@ async def regenerate_recovery_codes(
     code: str,
 ) -> list[str]:
     """New recovery codes (the password and a current code); the old ones stop working."""
-    event = "recovery_codes_regeneration_failed"
-    user = await _password_for_change(
-        db=db, passwords=passwords, throttle=throttle, user_id=user_id, password=password,
-        event=event,
+    _, codes = await _change_with_code(
+        db=db, passwords=passwords, throttle=throttle, outbox=outbox, policy=policy,
+        user_id=user_id, password=password, code=code, done="recovery_codes_regenerated",
+        refused="recovery_codes_regeneration_failed",
+        write=lambda s: _new_recovery_codes(s, user_id),
     )  # fmt: skip
-    async with db.sessionmaker() as s, s.begin():
-        method = await _prove(s, policy=policy, user_id=user_id, code=code, event=event)
-        codes = await _new_recovery_codes(s, user_id)
-        await outbox.enqueue(
-            s, kind="recovery_codes_regenerated", to_address=user.email,
-            username=user.username, recovery_code_used=method is Method.RECOVERY_CODE,
-        )  # fmt: skip
-    await clear_code_guesses(throttle, user)
-    log_security_event("recovery_codes_regenerated", user_id=user_id, method=method.value)
-    outbox.wake()
     return codes
 
 
