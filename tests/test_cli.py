@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.client import DEFAULT_PASSWORD
-from tests.environment import TEST_SIGNING_KEY
+from tests.environment import TEST_SIGNING_KEY, make_settings
 from usergraph import cli
 from usergraph.db.engine import Database
 from usergraph.db.loaders import Loaders
@@ -92,6 +92,29 @@ def test_export_schema_to_a_file(tmp_path: Path) -> None:
     assert cli.main(["export-schema", "--output", str(target)]) == 0
     assert target.read_text() == cli.printed_schema()
     assert "type Mutation" in target.read_text()
+
+
+def test_new_data_key_prints_a_key_the_settings_accept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["new-data-key"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert cli.main(["new-data-key"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert first != second and len(first) == 44
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", tmp_path, data_keys=first)
+    assert [key.get_secret_value() for key in settings.data_keys] == [first]
+
+
+def test_a_bad_data_key_gives_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", "not-a-key")
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    assert cli.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "data_keys" in err and "usergraph new-data-key" in err
+    assert "not-a-key" not in err and "Traceback" not in err
 
 
 def test_bad_settings_give_a_one_line_error(

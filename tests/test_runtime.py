@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -13,12 +14,19 @@ import jwt
 import pytest
 from sqlalchemy import event, text
 
-from tests.environment import LIMIT_STORAGES, TEST_REDIS_URL, TEST_SIGNING_KEY, make_settings
+from tests.environment import (
+    LIMIT_STORAGES,
+    TEST_DATA_KEY,
+    TEST_REDIS_URL,
+    TEST_SIGNING_KEY,
+    make_settings,
+)
+from usergraph.auth.data_keys import DataCipher, new_data_key
 from usergraph.auth.passwords import HasherBusy
 from usergraph.auth.throttle import Rule
 from usergraph.auth.tokens import InvalidAccessToken, SigningKey, TokenCodec
 from usergraph.db.models import utcnow
-from usergraph.runtime import Runtime, build_runtime, token_codec
+from usergraph.runtime import Runtime, build_runtime, data_cipher, token_codec
 from usergraph.settings import Settings
 
 OLD_KEY = "an-old-signing-key-that-is-long-enough-0123456789"
@@ -268,3 +276,41 @@ def test_pre_ping_follows_the_setting(database_url: str, tmp_path: Path, pre_pin
     # SQLite connections are files: there is nothing to ping.
     expected = pre_ping and not database_url.startswith("sqlite")
     assert runtime.db.engine.pool._pre_ping is expected  # type: ignore[attr-defined]
+
+
+def test_data_cipher_without_keys_keeps_one_in_the_key_file(tmp_path: Path) -> None:
+    settings = make_settings(unused_db(tmp_path), tmp_path, data_keys=[])
+    key_file = tmp_path / "data-key"
+    assert settings.data_keys_file == key_file and not key_file.exists()
+    ciphertext = data_cipher(settings).encrypt("JBSWY3DPEHPK3PXP")
+    key = key_file.read_text().strip()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert DataCipher([key]).decrypt(ciphertext) == "JBSWY3DPEHPK3PXP"
+    # A restart reads the same key, so what was encrypted stays readable.
+    assert data_cipher(settings).decrypt(ciphertext) == "JBSWY3DPEHPK3PXP"
+    assert key_file.read_text().strip() == key
+
+
+def test_data_cipher_uses_the_configured_keys_first_to_encrypt(tmp_path: Path) -> None:
+    old, new = new_data_key(), new_data_key()
+    by_old = DataCipher([old]).encrypt("secret")
+    settings = make_settings(unused_db(tmp_path), tmp_path, data_keys=f"{new},{old}")
+    cipher = data_cipher(settings)
+    assert cipher.decrypt(by_old) == "secret"  # every key decrypts
+    assert DataCipher([new]).decrypt(cipher.encrypt("secret")) == "secret"  # the first encrypts
+    assert not (tmp_path / "data-key").exists()  # no file when keys are configured
+
+
+async def test_build_runtime_wires_the_second_factor_policy(
+    database_url: str, tmp_path: Path
+) -> None:
+    runtime = build_runtime(make_settings(database_url, tmp_path, totp_issuer="Acme ID"))
+    try:
+        factors = runtime.factors
+        assert factors.issuer == "Acme ID"
+        assert factors.challenge_ttl == timedelta(minutes=5)
+        assert factors.max_challenge_attempts == 5
+        assert abs(factors.clock() - time.time()) < 5  # the real clock
+        assert DataCipher([TEST_DATA_KEY]).decrypt(factors.cipher.encrypt("s")) == "s"
+    finally:
+        await runtime.close()
