@@ -34,6 +34,8 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         populate_by_name=True,
+        # A refused value may be a key or a password: errors name the setting, never echo it.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production"] = "development"
@@ -235,11 +237,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_data_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         for key in value:
+            text = key.get_secret_value()
             try:
-                raw = base64.urlsafe_b64decode(key.get_secret_value().encode())
+                raw = base64.urlsafe_b64decode(text.encode())
             except (binascii.Error, ValueError):
                 raw = b""
-            if len(raw) != 32:
+            # Exactly the encoding of 32 bytes: base64's decoder skips stray characters.
+            if len(raw) != 32 or base64.urlsafe_b64encode(raw).decode() != text:
                 raise ValueError(
                     "a data key is 32 random bytes in url-safe base64 (44 characters); make one "
                     "with `usergraph new-data-key`"

@@ -172,13 +172,6 @@ def test_an_invalid_data_key_is_refused_clearly(bad: str, monkeypatch: pytest.Mo
     assert KEY_A not in error["msg"] and bad not in error["msg"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the ValidationError's text (what a failed start-up prints in its traceback) "
-    "shows input_value, the list of data keys as given, so most of each key appears in it "
-    "(pydantic shortens it in the middle only); Settings' model_config lacks "
-    "hide_input_in_errors=True",
-)
 def test_an_invalid_data_key_error_does_not_show_the_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

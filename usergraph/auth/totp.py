@@ -22,7 +22,7 @@ SECRET_BYTES = 20  # 160 bits, as RFC 4226 recommends for HMAC-SHA-1
 RECOVERY_CODE_COUNT = 10
 _RECOVERY_GROUPS, _RECOVERY_GROUP_LENGTH = 4, 4  # 16 characters of base32: 80 bits
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
-_CODE = re.compile(rf"\d{{{DIGITS}}}")
+_CODE = re.compile(rf"[0-9]{{{DIGITS}}}")  # ASCII digits only: \d takes any script's
 MAX_CODE_LENGTH = 64  # longer input is not a code of either kind
 
 
@@ -58,8 +58,11 @@ def code_at_step(secret: str, step: int) -> str:
 
 
 def normalized_code(code: str) -> str:
-    """What the user typed, without the spaces and dashes apps and people put in."""
-    return re.sub(r"[\s-]", "", code[:MAX_CODE_LENGTH]).lower()
+    """What the user typed, without the spaces and dashes apps and people put in ("" for input
+    too long to be a code of either kind)."""
+    if len(code) > MAX_CODE_LENGTH:
+        return ""
+    return re.sub(r"[\s-]", "", code).lower()
 
 
 def looks_like_totp(code: str) -> bool:
