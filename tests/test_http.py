@@ -203,10 +203,9 @@ async def test_field_errors_keep_data_and_status_200(client: httpx.AsyncClient) 
             id="lone-surrogate-in-a-key",
         ),
         pytest.param(
-            '{"query": "query($u: String!) { user(username: $u) { id } }",'
-            ' "variables": {"u": "ann\\u0000"}}',
+            '{"query": "{ me { id } }", "operationName": "A\\u0000"}',
             "NUL character",
-            id="nul-in-a-variable",
+            id="nul-in-the-operation-name",
         ),
         pytest.param("[]", "must be a JSON object", id="array"),
         pytest.param("0", "must be a JSON object", id="number"),
@@ -265,6 +264,43 @@ async def test_malformed_get(
 ) -> None:
     response = await client.get("/graphql", params=params, headers={"accept": APPLICATION_JSON})
     assert_request_error(response, 400, message)
+
+
+NUL_IN_A_VARIABLE = (
+    '{"query": "query($u: String!) { user(username: $u) { id } }",'
+    ' "variables": {"u": "ann\\u0000"}}'
+)
+NUL_IN_A_LITERAL = '{"query": "{ user(username: \\"ann\\\\u0000\\") { id } }"}'
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"), [(APPLICATION_JSON, 200), (GRAPHQL_RESPONSE_JSON, 400)]
+)
+@pytest.mark.parametrize(
+    "content", [NUL_IN_A_VARIABLE, NUL_IN_A_LITERAL], ids=["variable", "literal"]
+)
+async def test_nul_in_a_variable_is_bad_user_input_as_in_a_literal(
+    client: httpx.AsyncClient, content: str, accept: str, status: int
+) -> None:
+    response = await post(client, content, accept=accept)
+    assert response.status_code == status
+    assert media_type(response) == accept
+    body = response.json()
+    assert "data" not in body  # refused before execution
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_USER_INPUT"]
+    assert "NUL character" in body["errors"][0]["message"]
+
+
+async def test_nul_in_a_get_variable_is_bad_user_input(client: httpx.AsyncClient) -> None:
+    params = {
+        "query": "query($u: String!) { user(username: $u) { id } }",
+        "variables": '{"u": "a\\u0000"}',
+    }
+    response = await client.get("/graphql", params=params, headers={"accept": APPLICATION_JSON})
+    assert response.status_code == 200
+    assert [error["extensions"]["code"] for error in response.json()["errors"]] == [
+        "BAD_USER_INPUT"
+    ]
 
 
 async def test_a_surrogate_pair_is_one_character(client: httpx.AsyncClient) -> None:

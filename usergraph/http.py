@@ -106,7 +106,18 @@ def _refuse_untextual(value: object) -> None:
         raise HTTPException(
             400, "The JSON holds a lone UTF-16 surrogate escape, which is not Unicode text."
         )
-    if _holds_nul(value):
+
+
+class BadVariables(HTTPException):
+    """Variables no field can take (a NUL character): refused before execution with code
+    BAD_USER_INPUT, as the same text in a literal is (usergraph.guards.text), not as a
+    malformed request."""
+
+
+def _refuse_nul(params: dict[str, Any]) -> None:
+    if _holds_nul(params.get("variables")):
+        raise BadVariables(400, NUL_MESSAGE)
+    if any(_holds_nul(params.get(name)) for name in ("query", "operationName", "extensions")):
         raise HTTPException(400, NUL_MESSAGE)
 
 
@@ -133,22 +144,23 @@ class GraphQLApp(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     def request_error_response(self, request: Request, error: HTTPException) -> Response:
-        """A request the view refused, as a GraphQL response with code BAD_REQUEST."""
+        """A request the view refused, as a GraphQL response with code BAD_REQUEST (or
+        BAD_USER_INPUT for variables no field takes, with the status of a request error)."""
         status, message, headers = error.status_code, error.reason, {}
-        if isinstance(error.__cause__, InvalidOperationTypeError):
+        media_type = response_media_type(request.headers.get("accept")) or APPLICATION_JSON
+        code = ErrorCode.BAD_REQUEST
+        if isinstance(error, BadVariables):
+            code = ErrorCode.BAD_USER_INPUT
+            status = 400 if media_type == GRAPHQL_RESPONSE_JSON else 200
+        elif isinstance(error.__cause__, InvalidOperationTypeError):
             # Only a mutation sent with GET: POST allows every operation type.
             status, message = 405, "Mutations must be sent with POST."
             headers["allow"] = "POST"
         elif status == 405:
             headers["allow"] = "GET, POST"
-        body = {
-            "errors": [{"message": message, "extensions": {"code": ErrorCode.BAD_REQUEST.value}}]
-        }
+        body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
         return Response(
-            self.encode_json(body),
-            status_code=status,
-            headers=headers,
-            media_type=response_media_type(request.headers.get("accept")) or APPLICATION_JSON,
+            self.encode_json(body), status_code=status, headers=headers, media_type=media_type
         )
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
@@ -178,6 +190,7 @@ class GraphQLApp(GraphQL[Context, None]):
             params = self.parse_json(await request.get_body())
             if not isinstance(params, dict):
                 raise HTTPException(400, "The request body must be a JSON object.")
+        _refuse_nul(params)
         query = _parameter(params, "query", str, "a string (a GraphQL document)")
         if not query:
             raise HTTPException(400, "The `query` parameter (a GraphQL document) is missing.")
