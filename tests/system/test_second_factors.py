@@ -403,12 +403,6 @@ def test_the_qr_code_reads_as_the_otpauth_uri_and_its_secret_signs_in(qr: QrEnro
     assert confirmed["user"]["secondFactors"]["totpEnabled"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: qrCodeSvg has no background of its own (segno's light=None: transparent), so "
-    "on a black page (a dark theme) its dark modules sit on black and no reader finds the code; "
-    "a QR code needs light modules and a light quiet zone (e.g. segno light='#fff')",
-)
 def test_the_qr_code_reads_on_a_black_page_too(qr: QrEnrollment) -> None:
     uri = qr.enrollment["otpauthUri"]
     on_black = qr.read["renderings"][BLACK]

@@ -40,11 +40,13 @@ def otpauth_uri(secret: str, *, account_name: str, issuer: str) -> str:
 
 def qr_code_svg(uri: str) -> str:
     """The URI as a standalone SVG QR code (medium error correction, a quiet zone): an <svg>
-    element with its namespace, fit for an <img> data URI or for inlining in a page."""
+    element with its namespace, fit for an <img> data URI or for inlining in a page. Its own
+    white background keeps it readable on a dark page."""
     out = io.BytesIO()
     segno.make(uri, error="m").save(
-        out, kind="svg", xmldecl=False, svgns=True, nl=False, scale=4, title="TOTP enrollment"
-    )
+        out, kind="svg", xmldecl=False, svgns=True, nl=False, scale=4, light="#fff",
+        title="TOTP enrollment",
+    )  # fmt: skip
     return out.getvalue().decode()
 
 
