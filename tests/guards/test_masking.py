@@ -218,3 +218,31 @@ async def test_variable_errors_tell_document_from_values(
 ) -> None:
     body = await gql(query, variables)
     assert [error["extensions"]["code"] for error in body["errors"]] == [code]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ " + " ".join(["__typename"] * 710) + " }",  # within the 2,000-token limit
+        "{ me { " + " ".join(["id"] * 900) + " } }",
+    ],
+    ids=["root", "nested"],
+)
+async def test_validation_that_gives_up_is_query_too_complex(gql: GraphQL, query: str) -> None:
+    # graphql-core's overlapping-fields rule stops comparing past its budget ("Validation
+    # aborted."): that is a limit, and it is named like ours.
+    body = await gql(query)
+    assert "data" not in body
+    [error] = body["errors"]
+    assert error["extensions"] == {
+        "code": "QUERY_TOO_COMPLEX",
+        "limit": "validation",
+        "maximum": 500_000,
+    }
+    assert error["message"] == "The query is too complex: too much work to validate."
+
+
+async def test_many_different_fields_still_validate(gql: GraphQL) -> None:
+    # Far below the budget: distinct sibling fields compare quickly and the query runs.
+    body = await gql("{ " + " ".join(f"a{i}: __typename" for i in range(15)) + " }")
+    assert body["data"]["a0"] == "Query" and "errors" not in body

@@ -14,12 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
+from graphql.validation.rules import overlapping_fields_can_be_merged
+from graphql.validation.validate import ValidationAbortedError
 
+from usergraph.guards.limits import too_complex
 from usergraph.schema.errors import ErrorCode
 
 log = logging.getLogger("usergraph.errors")
 
 INTERNAL_MESSAGE = "Internal server error"
+# graphql-core's own budget for validating one document (overlapping fields' comparisons).
+VALIDATION_BUDGET = overlapping_fields_can_be_merged.MAX_COMPLEXITY_BUDGET
 
 
 # graphql-core quotes the offending input value in coercion errors ("..., found: {'password':
@@ -85,6 +90,10 @@ def with_code(
         )
     if error.extensions and "code" in error.extensions:
         return error
+    if isinstance(error, ValidationAbortedError):
+        # graphql-core gave up validating (its budget for comparing overlapping fields or for
+        # shared fragments ran out): the document asks too much work, as our limits say.
+        return too_complex("validation", VALIDATION_BUDGET, "too much work to validate")
     error.message = redact_values(error.message)
     extensions: dict[str, Any] = dict(error.extensions or {})
     extensions["code"] = _code_of(error).value
