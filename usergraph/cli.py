@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The client address is the socket's: X-Forwarded-For is not trusted by default.
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     return 0
 

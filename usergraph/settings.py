@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # HTTP.
+    graceful_shutdown_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="On SIGTERM: stop accepting connections, give requests in flight this long "
+        "to finish, then close them.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = Field(default=None, description="Default: on in development only.")
     introspection: bool | None = Field(default=None, description="Default: on in development only.")
