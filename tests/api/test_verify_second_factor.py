@@ -523,24 +523,24 @@ async def test_wrong_codes_lock_the_account(database_url: str, tmp_path: Path) -
         ann = await totp_account(limited, clock, name)
         wrong = wrong_code(ann.secret, clock())
 
-        first = await challenge_token(limited, email)
-        for _ in range(3):
+        # Every try counts against the account, whichever name signed in: the login that
+        # earns a challenge too (a right password with a code still to come clears nothing).
+        first = await challenge_token(limited, email)  # 1
+        for _ in range(2):  # 2, 3
             refused(await verify(limited, first, wrong), INVALID_CODE)
-        # A new login with the right password clears nothing: one more wrong code ...
-        second = await challenge_token(limited, email)
-        refused(await verify(limited, second, wrong), INVALID_CODE)
-        # ... and the account is locked, even for the right code.
+        second = await challenge_token(limited, name)  # 4: by the username, the same account
+        # The account is locked now, even for the right code ...
         locked = await verify(limited, second, code(ann.secret, clock()))
         refused(locked, [("ACCOUNT_LOCKED", CODE_FIELD)])
         assert locked["userErrors"][0]["retryAfter"] > 0
-        # Still locked after yet another right password, whatever the code.
-        third = await challenge_token(limited, email)
-        locked = await verify(limited, third, ann.recovery_codes[0])
+        # ... and a recovery code.
+        locked = await verify(limited, second, ann.recovery_codes[0])
         refused(locked, [("ACCOUNT_LOCKED", CODE_FIELD)])
-        # And the password login by username is locked as well.
-        by_name = await challenge(limited, name, DEFAULT_PASSWORD)
-        assert problems(by_name) == [("ACCOUNT_LOCKED", [])]
-        assert by_name["secondFactorChallenge"] is None
+        # And the password login is locked as well, by either name.
+        for login in (name, email):
+            by_name = await challenge(limited, login, DEFAULT_PASSWORD)
+            assert problems(by_name) == [("ACCOUNT_LOCKED", [])]
+            assert by_name["secondFactorChallenge"] is None
 
 
 async def test_a_right_code_clears_the_code_guesses(database_url: str, tmp_path: Path) -> None:
@@ -548,9 +548,9 @@ async def test_a_right_code_clears_the_code_guesses(database_url: str, tmp_path:
         clock = install_clock(limited, Clock())
         name = fresh_name()
         ann = await totp_account(limited, clock, name)
-        for _ in range(3):  # 3 wrong and 1 right, three times: 12 tries, never locked
+        for _ in range(3):  # a login, 2 wrong and 1 right, three times: 12 tries, never locked
             token = await challenge_token(limited, f"{name}@example.com")
-            for _ in range(3):
+            for _ in range(2):
                 refused(await verify(limited, token, wrong_code(ann.secret, clock())), INVALID_CODE)
             signed_in_ok(await verify(limited, token, code(ann.secret, clock())))
             clock.advance(STEP)

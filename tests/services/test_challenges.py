@@ -39,6 +39,7 @@ from usergraph.services.challenges import SecondFactorRequired
 from usergraph.services.errors import ProblemCode, Rejected, Throttled
 from usergraph.services.second_factors import Method, SecondFactorPolicy, code_guess_key
 from usergraph.services.sessions import SignedIn
+from usergraph.services.throttling import account_key
 
 CHALLENGE_TOKEN = re.compile(r"ugc_[A-Za-z0-9_-]{43}")
 INVALID_CODE = [(ProblemCode.INVALID_CODE, ("input", "code"))]
@@ -274,7 +275,7 @@ async def test_login_answers_a_challenge_and_clears_nothing(
     runtime: Runtime, factors: SecondFactorPolicy, clock: Clock, small_limits: Throttle
 ) -> None:
     ann = await enroll(runtime, factors, clock)
-    await small_limits.hit(Rule.LOGIN_ACCOUNT, "ann")
+    await small_limits.hit(Rule.LOGIN_ACCOUNT, account_key(ann.user.id))
     result = await auth.login(
         db=runtime.db,
         passwords=runtime.passwords,
@@ -288,8 +289,8 @@ async def test_login_answers_a_challenge_and_clears_nothing(
     assert isinstance(result, SecondFactorRequired)
     assert len(await challenge_rows(runtime, ann.user.id)) == 1
     # Two attempts counted (the earlier one and this one): one more is allowed, not two.
-    assert (await small_limits.hit(Rule.LOGIN_ACCOUNT, "ann")).allowed
-    assert not (await small_limits.hit(Rule.LOGIN_ACCOUNT, "ann")).allowed
+    assert (await small_limits.hit(Rule.LOGIN_ACCOUNT, account_key(ann.user.id))).allowed
+    assert not (await small_limits.hit(Rule.LOGIN_ACCOUNT, account_key(ann.user.id))).allowed
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -536,11 +537,11 @@ async def test_wrong_codes_lock_the_account_under_its_own_key(
     for _ in range(3):
         rejected = await refusal(runtime, factors, required.token, wrong, throttle=small_limits)
         assert codes_and_fields(rejected) == INVALID_CODE
-    for key in ("ann", code_guess_key(ann.user.id)):
+    for key in (account_key(ann.user.id), code_guess_key(ann.user.id)):
         assert not (await small_limits.check(Rule.LOGIN_ACCOUNT, key)).allowed, key
 
-    # What a right password elsewhere clears (the username's count) is not enough.
-    await small_limits.clear(Rule.LOGIN_ACCOUNT, "ann")
+    # What a right password elsewhere clears (the account's count) is not enough.
+    await small_limits.clear(Rule.LOGIN_ACCOUNT, account_key(ann.user.id))
     rejected = await refusal(
         runtime, factors, required.token, code(ann.secret, clock()), throttle=small_limits
     )
@@ -554,14 +555,13 @@ async def test_a_right_code_clears_the_accounts_counts(
     runtime: Runtime, factors: SecondFactorPolicy, clock: Clock, small_limits: Throttle
 ) -> None:
     ann = await enroll(runtime, factors, clock)
-    await small_limits.hit(Rule.LOGIN_ACCOUNT, "ann@example.com")  # a login by email
-    await small_limits.hit(Rule.LOGIN_ACCOUNT, "ann@example.com")
+    await small_limits.hit(Rule.LOGIN_ACCOUNT, account_key(ann.user.id))  # the login
     required = await issue(runtime, factors, ann.user)
     await refusal(
         runtime, factors, required.token, wrong_code(ann.secret, clock()), throttle=small_limits
     )
     await verify(runtime, factors, required.token, code(ann.secret, clock()), throttle=small_limits)
-    for key in ("ann", "ann@example.com", code_guess_key(ann.user.id)):
+    for key in (account_key(ann.user.id), code_guess_key(ann.user.id)):
         for _ in range(3):  # the whole budget again
             assert (await small_limits.hit(Rule.LOGIN_ACCOUNT, key)).allowed, key
 

@@ -101,6 +101,29 @@ async def test_the_account_counter_ignores_case_and_spaces(gql: GraphQL) -> None
     assert_locked(await login(gql, "Ann@example.COM", DEFAULT_PASSWORD))
 
 
+@pytest.mark.parametrize("finally_as", ["ann@example.com", "ann"])
+async def test_the_account_counter_counts_every_name_of_the_account(
+    gql: GraphQL, finally_as: str
+) -> None:
+    # Found from outside: alternating username and email gave an account twice the guesses.
+    await gql.register("ann", email="ann@example.com")
+    for name in ("ann", "ann@example.com", "ann"):
+        assert user_error(await login(gql, name, "wrong"))["code"] == "INVALID_CREDENTIALS"
+    assert_locked(await login(gql, finally_as, DEFAULT_PASSWORD))
+    assert_locked(await login(gql, finally_as, "wrong"))
+
+
+async def test_a_wrong_current_password_counts_against_the_same_account(gql: GraphQL) -> None:
+    ann = await gql.register("ann", email="ann@example.com")
+    change = """mutation($input: ChangePasswordInput!) { changePassword(input: $input) {
+      userErrors { code } } }"""
+    variables = {"input": {"currentPassword": "wrong", "newPassword": "a brand new passphrase 42"}}
+    await gql.ok(change, variables, token=ann.access_token)
+    await login(gql, "ann@example.com", "wrong")
+    await login(gql, "ann", "wrong")
+    assert_locked(await login(gql, "ann@example.com", DEFAULT_PASSWORD))
+
+
 async def test_unknown_accounts_lock_exactly_like_real_ones(gql: GraphQL) -> None:
     await gql.register("ann")
     bodies = {}

@@ -32,11 +32,13 @@ from usergraph.services.sessions import (
     open_session,
 )
 from usergraph.services.throttling import (
+    account_key,
     account_locked,
     count_ip_attempt,
     hashing,
     ip_key,
     refuse_unless_allowed,
+    unknown_login_key,
 )
 from usergraph.services.users import EMAIL_TAKEN, clean_new_account, insert_user
 
@@ -136,15 +138,17 @@ async def login(
     the challenge that verifySecondFactor finishes. Unknown logins cost as much as wrong
     passwords.
 
-    Failed logins count against the account (by login name, so unknown names lock alike and
-    reveal nothing) and against the client's ip. The account's attempt is counted before the
-    hash is checked, so concurrent guesses cannot overshoot its limit; a success clears it, a
-    challenge does not (its code is still to come).
+    Failed logins count against the account, whichever of its names was used (a name no
+    account has counts under itself, and locks and answers alike), and against the client's
+    ip. The account's attempt is counted before the hash is checked, so concurrent guesses
+    cannot overshoot its limit; a success clears it, a challenge does not (its code is still to
+    come).
     """
     ip = ip_key(client.ip_address)
     # Only failures count against the ip (below); here its window is only checked.
     refuse_unless_allowed(await throttle.check(Rule.LOGIN_IP, ip), Rule.LOGIN_IP)
     account = validation.login_key(login)
+    lockout = unknown_login_key(account)  # the account's key once the name is looked up
     try:
         if (
             len(password) > validation.MAX_LOGIN_PASSWORD_LENGTH
@@ -152,7 +156,10 @@ async def login(
         ):
             raise Rejected.one(ProblemCode.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
         with hashing(), passwords.place():  # a request refused as busy is not counted
-            verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, account)
+            async with db.read_sessionmaker() as s:
+                found = await user_queries.get_user_by_login(s, account)
+            lockout = account_key(found.id) if found else unknown_login_key(account)
+            verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, lockout)
             if not verdict.allowed:
                 log_security_event("login_failed", reason="locked", login=login_digest(account))
                 raise account_locked(verdict.retry_after)
@@ -162,6 +169,7 @@ async def login(
                 policy=policy,
                 factors=factors,
                 account=account,
+                found=found,
                 password=password,
                 client=client,
                 require_verified=require_verified,
@@ -169,12 +177,12 @@ async def login(
     except Rejected as exc:
         if exc.problems[0].code is ProblemCode.EMAIL_NOT_VERIFIED:
             # The password was right: not a guess, so nothing counts against the account.
-            await throttle.clear(Rule.LOGIN_ACCOUNT, account)
+            await throttle.clear(Rule.LOGIN_ACCOUNT, lockout)
             raise
         await throttle.hit(Rule.LOGIN_IP, ip)
         if exc.problems[0].code is ProblemCode.ACCOUNT_LOCKED:
             raise
-        after = await throttle.check(Rule.LOGIN_ACCOUNT, account)
+        after = await throttle.check(Rule.LOGIN_ACCOUNT, lockout)
         if not after.allowed:
             log_security_event(
                 "account_locked",
@@ -186,7 +194,7 @@ async def login(
     if isinstance(signed_in, SecondFactorRequired):
         log_security_event("login_second_factor_required", login=login_digest(account))
         return signed_in
-    await throttle.clear(Rule.LOGIN_ACCOUNT, account)
+    await throttle.clear(Rule.LOGIN_ACCOUNT, lockout)
     log_security_event(
         "login_succeeded", user_id=signed_in.user.id, session_id=signed_in.session_id
     )
@@ -200,6 +208,7 @@ async def _sign_in(
     policy: SessionPolicy,
     factors: SecondFactorPolicy,
     account: str,
+    found: User | None,
     password: str,
     client: ClientInfo,
     require_verified: bool,
@@ -207,9 +216,12 @@ async def _sign_in(
     # The hash is checked outside any transaction (it takes long); the write then requires the
     # stored hash to be the one we checked. If it changed meanwhile (a concurrent login
     # upgraded it, or the password changed), check once more against the new one.
-    for _ in range(2):
+    for attempt in range(2):
+        if attempt:  # the hash changed meanwhile: the account as it is now
+            async with db.read_sessionmaker() as s:
+                found = await user_queries.get_user_by_login(s, account)
         user, new_hash = await _check_credentials(
-            db=db, passwords=passwords, account=account, password=password
+            passwords=passwords, user=found, account=account, password=password
         )
         if require_verified and user.email_verified_at is None:
             log_security_event("login_failed", reason="unverified", user_id=user.id)
@@ -247,11 +259,10 @@ async def _sign_in(
 
 
 async def _check_credentials(
-    *, db: Database, passwords: PasswordHasher, account: str, password: str
+    *, passwords: PasswordHasher, user: User | None, account: str, password: str
 ) -> tuple[User, str | None]:
-    """Return the active user the credentials belong to and an upgraded hash, if any."""
-    async with db.read_sessionmaker() as s:
-        user = await user_queries.get_user_by_login(s, account)
+    """Return the active user the credentials belong to (user, found by the login name
+    account) and an upgraded hash, if any."""
     if user is None:
         await passwords.verify_dummy(password)
         log_security_event("login_failed", reason="credentials", login=login_digest(account))

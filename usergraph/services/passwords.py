@@ -18,7 +18,7 @@ from usergraph.db.models import User, utcnow
 from usergraph.services import email_tokens, validation
 from usergraph.services.audit import log_security_event
 from usergraph.services.errors import ProblemCode, Rejected
-from usergraph.services.throttling import account_locked, hashing
+from usergraph.services.throttling import account_key, account_locked, hashing
 from usergraph.services.users import get_user_or_reject
 
 
@@ -39,13 +39,13 @@ async def check_current_password(
     clear: bool = True,
 ) -> None:
     """Raise unless password is the user's. Wrong ones count against the account like failed
-    logins (by username), so a stolen access token cannot guess at the hasher's speed.
+    logins, so a stolen access token cannot guess at the hasher's speed.
 
     clear=False leaves this attempt counted even when the password is right: the caller checks
     a second factor next and clears the count only if that is right too."""
     if len(password) > validation.MAX_LOGIN_PASSWORD_LENGTH:
         raise wrong_password(field)
-    verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, user.username)
+    verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, account_key(user.id))
     if not verdict.allowed:
         log_security_event(event, reason="locked", user_id=user.id)
         raise account_locked(verdict.retry_after, "input", field)
@@ -53,7 +53,7 @@ async def check_current_password(
         log_security_event(event, reason="credentials", user_id=user.id)
         raise wrong_password(field)
     if clear:
-        await throttle.clear(Rule.LOGIN_ACCOUNT, user.username)
+        await throttle.clear(Rule.LOGIN_ACCOUNT, account_key(user.id))
 
 
 async def store_new_hash(

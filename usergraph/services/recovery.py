@@ -23,7 +23,12 @@ from usergraph.services.audit import log_security_event
 from usergraph.services.email_tokens import CHANGE_EMAIL, RESET_PASSWORD, VERIFY_EMAIL, EmailPolicy
 from usergraph.services.errors import Problem, ProblemCode, Rejected
 from usergraph.services.passwords import check_current_password, store_new_hash
-from usergraph.services.throttling import count_ip_attempt, hashing, refuse_unless_allowed
+from usergraph.services.throttling import (
+    account_key,
+    count_ip_attempt,
+    hashing,
+    refuse_unless_allowed,
+)
 from usergraph.services.users import EMAIL_TAKEN, get_user_or_reject
 
 ALREADY_VERIFIED = "This email address is already verified."
@@ -151,8 +156,7 @@ async def reset_password(
         await outbox.enqueue(
             s, kind="password_changed", to_address=user.email, username=user.username
         )
-    for login in (user.username, user.email_key):
-        await throttle.clear(Rule.LOGIN_ACCOUNT, login)
+    await throttle.clear(Rule.LOGIN_ACCOUNT, account_key(user.id))
     log_security_event("password_reset", user_id=user.id, sessions_ended=ended)
     outbox.wake()
     return user

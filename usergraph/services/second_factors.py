@@ -2,7 +2,7 @@
 
 A code is a current TOTP code (its time step taken once per user, in the database, so a code
 never works twice on any worker) or an unused recovery code (used up by working). Wrong codes
-count against the account's lockout under two keys: its username, which the login lockout
+count against the account's lockout under two keys: the account's, which the login lockout
 uses, and one of its own that only a right code clears, so a right password cannot reset the
 count of code guesses. Turning TOTP on or off, new recovery codes, a used recovery code and an
 administrator's reset each write a security-log event and send a notice to the account.
@@ -33,7 +33,7 @@ from usergraph.services.access import Actor
 from usergraph.services.audit import log_security_event
 from usergraph.services.errors import ProblemCode, Rejected
 from usergraph.services.passwords import check_current_password
-from usergraph.services.throttling import account_locked, hashing
+from usergraph.services.throttling import account_key, account_locked, hashing
 from usergraph.services.users import get_user_or_reject
 
 INVALID_CODE = "This code is not valid: wrong, already used, or not a code."
@@ -84,7 +84,7 @@ def code_guess_key(user_id: int) -> str:
 async def refuse_if_locked(throttle: Throttle, user: User, *field: str) -> None:
     """Count this code attempt against the account, refusing it (ACCOUNT_LOCKED) when the
     account's window is full; a right code clears the count (clear_code_guesses)."""
-    for key in (user.username, code_guess_key(user.id)):
+    for key in (account_key(user.id), code_guess_key(user.id)):
         verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, key)
         if not verdict.allowed:
             log_security_event("second_factor_failed", reason="locked", user_id=user.id)
@@ -92,7 +92,7 @@ async def refuse_if_locked(throttle: Throttle, user: User, *field: str) -> None:
 
 
 async def clear_code_guesses(throttle: Throttle, user: User) -> None:
-    for key in (user.username, user.email_key, code_guess_key(user.id)):
+    for key in (account_key(user.id), code_guess_key(user.id)):
         await throttle.clear(Rule.LOGIN_ACCOUNT, key)
 
 

@@ -30,6 +30,16 @@ def hashing() -> Iterator[None]:
         raise Throttled(BUSY_RETRY_AFTER, "busy") from None
 
 
+def account_key(user_id: int) -> str:
+    """The key an account's lockout counts under, whichever name (username, email) was used."""
+    return f"account:{user_id}"
+
+
+def unknown_login_key(login_key: str) -> str:
+    """The lockout key of a login name no account has: it locks exactly like an account."""
+    return f"name:{login_key}"
+
+
 def ip_key(ip_address: str | None) -> str:
     """The key a client's per-ip counters use."""
     return ip_address or "unknown"
