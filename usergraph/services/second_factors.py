@@ -85,10 +85,14 @@ async def refuse_if_locked(throttle: Throttle, user: User, *field: str) -> None:
     """Count this code attempt against the account, refusing it (ACCOUNT_LOCKED) when the
     account's window is full; a right code clears the count (clear_code_guesses)."""
     for key in (account_key(user.id), code_guess_key(user.id)):
-        verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, key)
-        if not verdict.allowed:
-            log_security_event("second_factor_failed", reason="locked", user_id=user.id)
-            raise account_locked(verdict.retry_after, *field)
+        await _count_under(throttle, key, user, *field)
+
+
+async def _count_under(throttle: Throttle, key: str, user: User, *field: str) -> None:
+    verdict = await throttle.hit(Rule.LOGIN_ACCOUNT, key)
+    if not verdict.allowed:
+        log_security_event("second_factor_failed", reason="locked", user_id=user.id)
+        raise account_locked(verdict.retry_after, *field)
 
 
 async def clear_code_guesses(throttle: Throttle, user: User) -> None:
@@ -209,7 +213,8 @@ async def _password_for_change(
         user = await get_user_or_reject(s, user_id)
         if not await factor_queries.totp_enabled(s, user_id):
             raise totp_not_enabled()
-    await refuse_if_locked(throttle, user, "input", "code")
+    # One attempt, counted once under each key: the password's check counts it for the account.
+    await _count_under(throttle, code_guess_key(user.id), user, "input", "code")
     with hashing(), passwords.place():
         await check_current_password(
             passwords=passwords, throttle=throttle, user=user, password=password,
