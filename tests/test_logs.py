@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from usergraph import logs
 from usergraph.logs import (
     FORMAT,
     RequestIdFilter,
@@ -147,3 +148,30 @@ def _configure_and_log(capsys: pytest.CaptureFixture[str]) -> None:
     assert line.endswith(
         " WARNING usergraph.earlier request_id=req-9 client_ip=192.0.2.1 something happened"
     )
+
+
+def test_an_outage_is_logged_once_then_reminded_then_logged_anew(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    outages = logs.OutageLog(quiet_seconds=30, remind_seconds=60)
+    caplog.set_level(logging.WARNING, logger="usergraph.outages")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "usergraph.outages"]
+
+    for _ in range(50):  # a burst of failing requests: one line
+        outages.report("database", ConnectionRefusedError(111, "refused"))
+        now[0] += 1
+    assert lines() == ["database unavailable: ConnectionRefusedError: [Errno 111] refused"]
+    for _ in range(20):  # still down past the reminder interval: one more line, with a count
+        outages.report("database", ConnectionRefusedError(111, "refused"))
+        now[0] += 1
+    assert len(lines()) == 2
+    assert "(still; 60 more failures since the last line)" in lines()[1]
+    outages.report("redis", OSError("down"))  # another dependency is its own outage
+    assert len(lines()) == 3 and lines()[2].startswith("redis unavailable")
+    now[0] += 31  # quiet long enough: the next failure is a new outage
+    outages.report("database", ConnectionRefusedError(111, "refused"))
+    assert lines()[3] == "database unavailable: ConnectionRefusedError: [Errno 111] refused"

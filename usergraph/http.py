@@ -16,6 +16,7 @@ The view follows the GraphQL-over-HTTP spec (graphql.github.io/graphql-over-http
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -29,9 +30,11 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_res
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from usergraph.context import Context, get_context
-from usergraph.guards.masking import coded_errors
+from usergraph.db.engine import attempt
+from usergraph.guards.masking import UNAVAILABLE_RETRY_AFTER, coded_errors
 from usergraph.guards.text import NUL_MESSAGE
 from usergraph.schema.errors import ErrorCode
 
@@ -131,7 +134,22 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+log = logging.getLogger("usergraph.http")
+
+
 class GraphQLApp(GraphQL[Context, None]):
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Answer the request; once more when a dead pooled connection (the database restarted)
+        failed it before any of its writes reached the database. Reads are retried wherever
+        they met it; a mutation only if its transaction never began."""
+        with attempt() as first:
+            response = await super().run(request, context, root_value)
+        if not first.worth_retrying:
+            return response
+        log.info("a dead database connection failed the request before it wrote: retrying")
+        with attempt():
+            return await super().run(request, context, root_value)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
@@ -256,6 +274,18 @@ class GraphQLApp(GraphQL[Context, None]):
         media_type = sub_response.media_type or APPLICATION_JSON
         response.headers["content-type"] = media_type
         failed = isinstance(response_data, dict) and "data" not in response_data
-        if media_type == GRAPHQL_RESPONSE_JSON and failed:
+        if media_type == GRAPHQL_RESPONSE_JSON and _unavailable(response_data):
+            response.status_code = 503
+            response.headers["retry-after"] = str(UNAVAILABLE_RETRY_AFTER)
+        elif media_type == GRAPHQL_RESPONSE_JSON and failed:
             response.status_code = sub_response.status_code or 400
         return response
+
+
+def _unavailable(response_data: Any) -> bool:
+    """Whether a dependency that is down failed part of the response."""
+    errors = response_data.get("errors") if isinstance(response_data, dict) else None
+    return any(
+        (error.get("extensions") or {}).get("code") == ErrorCode.SERVICE_UNAVAILABLE
+        for error in errors or ()
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import logging.config
+import math
+import time
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -47,3 +49,41 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 def configure_logging(level: str = "INFO") -> None:
     logging.config.dictConfig(logging_config(level))
+
+
+class OutageLog:
+    """Logs a dependency that is down once per outage, not once per request that met it.
+
+    The first failure after a quiet spell logs a WARNING; later ones only count, with a
+    reminder at most every `remind_seconds`. An outage is over after `quiet_seconds` with no
+    failure: the next one logs again.
+    """
+
+    def __init__(self, *, quiet_seconds: float = 30, remind_seconds: float = 60) -> None:
+        self._quiet, self._remind = quiet_seconds, remind_seconds
+        self._last_failure: dict[str, float] = {}
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+        self._log = logging.getLogger("usergraph.outages")
+
+    def report(self, dependency: str, error: BaseException) -> None:
+        now = time.monotonic()
+        new = now - self._last_failure.get(dependency, -math.inf) > self._quiet
+        self._last_failure[dependency] = now
+        if new or now - self._last_logged.get(dependency, -math.inf) > self._remind:
+            missed = 0 if new else self._unlogged.get(dependency, 0)
+            self._log.warning(
+                "%s unavailable%s: %s: %s",
+                dependency,
+                "" if new else f" (still; {missed} more failures since the last line)",
+                type(error).__name__,
+                str(error)[:200],
+            )
+            self._last_logged[dependency] = now
+            self._unlogged[dependency] = 0
+        else:
+            self._unlogged[dependency] = self._unlogged.get(dependency, 0) + 1
+
+
+# One per process: every request of a worker reports to it.
+outages = OutageLog()

@@ -1,12 +1,14 @@
-"""Engine settings: database errors never carry their parameters (they may be hashes)."""
+"""Engine settings: database errors never carry their parameters (they may be hashes); what an
+attempt did to the database (usergraph.http retries on a dead connection); what is an outage."""
 
 from __future__ import annotations
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import text
+from sqlalchemy import exc, text
 from sqlalchemy.exc import IntegrityError
 
-from usergraph.db.engine import Database
+from usergraph.db.engine import Attempt, Database, attempt, unreachable
 
 
 async def test_database_errors_hide_their_parameters(database_url: str) -> None:
@@ -24,3 +26,47 @@ async def test_database_errors_hide_their_parameters(database_url: str) -> None:
         await db.dispose()
     assert secret_hash not in str(caught.value)
     assert "hidden due to hide_parameters" in str(caught.value)
+
+
+async def test_an_attempt_knows_whether_a_write_transaction_reached_the_database(
+    database_url: str,
+) -> None:
+    db = Database.connect(database_url)
+    try:
+        with attempt() as reads_only:
+            async with db.read_sessionmaker() as s:
+                await s.execute(text("SELECT 1"))
+        assert not reads_only.wrote and not reads_only.disconnected
+        with attempt() as writes:
+            async with db.sessionmaker() as s, s.begin():
+                await s.execute(text("SELECT 1"))  # inside a transaction that may write
+        assert writes.wrote
+        # Outside an attempt nothing is recorded (and nothing fails).
+        async with db.sessionmaker() as s, s.begin():
+            await s.execute(text("SELECT 1"))
+    finally:
+        await db.dispose()
+
+
+def test_only_a_dead_connection_before_any_write_is_worth_retrying() -> None:
+    assert Attempt(disconnected=True).worth_retrying
+    assert not Attempt(disconnected=True, wrote=True).worth_retrying
+    assert not Attempt().worth_retrying
+    assert not Attempt(wrote=True).worth_retrying
+
+
+@pytest.mark.parametrize(
+    ("error", "down"),
+    [
+        (ConnectionRefusedError(111, "Connect call failed"), True),
+        (TimeoutError(), True),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True),
+        (exc.TimeoutError("QueuePool limit reached"), True),
+        (exc.DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=False), True),
+        (exc.DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True), True),
+        (exc.IntegrityError("INSERT", {}, Exception("duplicate key")), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_unreachable_tells_an_outage_from_a_fault(error: BaseException, down: bool) -> None:
+    assert unreachable(error) is down

@@ -10,16 +10,35 @@ Identifiers are hashed before they reach the storage: Redis never holds an email
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# How long a call to Redis may take before the counters count as unreachable.
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+class StorageUnavailable(Exception):
+    """The counters' storage (Redis) cannot be reached: whatever needs them fails closed."""
+
+
+@contextlib.contextmanager
+def _storage_calls() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise StorageUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 class Rule(enum.Enum):
@@ -61,7 +80,11 @@ class Throttle:
         self._pool: ConnectionPool | None = None
         storage: Storage
         if redis_url:
-            self._pool = ConnectionPool.from_url(redis_url)
+            self._pool = ConnectionPool.from_url(
+                redis_url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
             storage = RedisStorage(
                 "async+" + redis_url,
                 implementation="redispy",
@@ -76,19 +99,22 @@ class Throttle:
     async def hit(self, rule: Rule, identifier: str) -> Verdict:
         """Count one attempt; refuse it, uncounted, when the window is already full."""
         item, key = self._items[rule], _key(identifier)
-        if await self._limiter.hit(item, rule.value, key):
-            return Verdict(allowed=True)
-        return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
+        with _storage_calls():
+            if await self._limiter.hit(item, rule.value, key):
+                return Verdict(allowed=True)
+            return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
 
     async def check(self, rule: Rule, identifier: str) -> Verdict:
         """Whether one more attempt would be allowed, without counting one."""
         item, key = self._items[rule], _key(identifier)
-        if await self._limiter.test(item, rule.value, key):
-            return Verdict(allowed=True)
-        return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
+        with _storage_calls():
+            if await self._limiter.test(item, rule.value, key):
+                return Verdict(allowed=True)
+            return Verdict(allowed=False, retry_after=await self._retry_after(rule, key))
 
     async def clear(self, rule: Rule, identifier: str) -> None:
-        await self._limiter.clear(self._items[rule], rule.value, _key(identifier))
+        with _storage_calls():
+            await self._limiter.clear(self._items[rule], rule.value, _key(identifier))
 
     async def reachable(self) -> bool:
         """Whether the counters' storage answers (always, in memory)."""

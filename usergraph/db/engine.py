@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import event, exc
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,14 +36,17 @@ def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = Fa
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
-        return engine
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
-        hide_parameters=True,
-    )
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=pre_ping,
+            hide_parameters=True,
+        )
+    event.listen(engine.sync_engine, "after_cursor_execute", _note_statement)
+    event.listen(engine.sync_engine, "handle_error", _note_error)
+    return engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,68 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --- A dead pooled connection, and whether retrying the work is safe ---------------------------
+
+
+@dataclass
+class Attempt:
+    """What one attempt at some work (a request) did to the database."""
+
+    # A statement of a transaction that may write reached the database and completed.
+    wrote: bool = False
+    # A pooled connection turned out dead (the database restarted, or dropped it).
+    disconnected: bool = False
+
+    @property
+    def worth_retrying(self) -> bool:
+        """A dead connection failed it before any of its writes reached the database; the pool
+        has dropped its old connections, so a new attempt gets fresh ones."""
+        return self.disconnected and not self.wrote
+
+
+_attempt: ContextVar[Attempt | None] = ContextVar("usergraph_db_attempt", default=None)
+
+
+@contextmanager
+def attempt() -> Iterator[Attempt]:
+    """Record what the work inside (and the tasks it starts) does to the database."""
+    current = Attempt()
+    token = _attempt.set(current)
+    try:
+        yield current
+    finally:
+        _attempt.reset(token)
+
+
+def _note_statement(conn: Any, *_args: Any) -> None:
+    current = _attempt.get()
+    if current is not None and not conn.get_execution_options().get(READ_ONLY):
+        current.wrote = True
+
+
+def _note_error(context: ExceptionContext) -> None:
+    current = _attempt.get()
+    if current is not None and context.is_disconnect:
+        current.disconnected = True
+
+
+# asyncpg's own errors for a server that is starting, stopping or gone (raised at connect).
+_DOWN = (
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether error says the database cannot be reached now: refused, down, restarting, a
+    connection dropped, or no pooled connection free in time."""
+    if isinstance(error, exc.DBAPIError):
+        return error.connection_invalidated or isinstance(error.orig, (OSError, *_DOWN))
+    return isinstance(error, (OSError, exc.TimeoutError, *_DOWN))
 
 
 def _read_options(engine: AsyncEngine) -> dict[str, Any]:

@@ -17,12 +17,17 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from graphql.validation.rules import overlapping_fields_can_be_merged
 from graphql.validation.validate import ValidationAbortedError
 
+from usergraph.auth.throttle import StorageUnavailable
+from usergraph.db.engine import unreachable
 from usergraph.guards.limits import too_complex
+from usergraph.logs import outages
 from usergraph.schema.errors import ErrorCode
 
 log = logging.getLogger("usergraph.errors")
 
 INTERNAL_MESSAGE = "Internal server error"
+# What a client is told to wait when the database or Redis cannot be reached.
+UNAVAILABLE_RETRY_AFTER = 5
 # graphql-core's own budget for validating one document (overlapping fields' comparisons).
 VALIDATION_BUDGET = overlapping_fields_can_be_merged.MAX_COMPLEXITY_BUDGET
 
@@ -49,6 +54,16 @@ def redact_values(message: str) -> str:
     return _QUOTED_VALUE[1].sub(r"\1.", message)
 
 
+def dependency_down(error: GraphQLError) -> str | None:
+    """ "database" or "redis" when error is a dependency that cannot be reached; else None."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return None
+    if isinstance(original, StorageUnavailable):
+        return "redis"
+    return "database" if unreachable(original) else None
+
+
 def is_internal(error: GraphQLError) -> bool:
     """An exception escaped a resolver: not a GraphQL error meant for the client."""
     original = error.original_error
@@ -58,9 +73,14 @@ def is_internal(error: GraphQLError) -> bool:
 def coded_errors(
     errors: Sequence[GraphQLError], request_id: str | None, *, expose_internal: bool = False
 ) -> list[GraphQLError]:
-    """Log each error (an internal fault with its trace), then give each its code."""
+    """Log each error (an internal fault with its trace; a dependency that is down once per
+    outage), then give each its code."""
     for error in errors:
-        if is_internal(error):
+        down = dependency_down(error)
+        if down is not None:
+            assert error.original_error is not None
+            outages.report(down, error.original_error)
+        elif is_internal(error):
             log.error(
                 "internal error path=%s",
                 ".".join(str(p) for p in error.path or ()),
@@ -77,8 +97,24 @@ def with_code(
     """Return error with extensions.code; internal faults become a masked error.
 
     Parse, validation and variable errors are the client's to fix and keep their message.
-    expose_internal (development) shows the exception's own message instead of the mask.
+    expose_internal (development) shows the exception's own message instead of the mask. A
+    dependency that cannot be reached is SERVICE_UNAVAILABLE with retryAfter.
     """
+    down = dependency_down(error)
+    if down is not None:
+        return GraphQLError(
+            f"The service is unavailable ({down} unreachable); try again in "
+            f"{UNAVAILABLE_RETRY_AFTER} seconds.",
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={
+                "code": ErrorCode.SERVICE_UNAVAILABLE.value,
+                "retryAfter": UNAVAILABLE_RETRY_AFTER,
+                "requestId": request_id,
+            },
+        )
     if is_internal(error):
         return GraphQLError(
             f"{INTERNAL_MESSAGE}: {error.message}" if expose_internal else INTERNAL_MESSAGE,

@@ -23,8 +23,9 @@ from typing import Protocol
 import aiosmtplib
 
 from usergraph.db import outbox as outbox_queries
-from usergraph.db.engine import Database
+from usergraph.db.engine import Database, unreachable
 from usergraph.db.models import OutboxMessage, utcnow
+from usergraph.logs import outages
 from usergraph.mail.outbox import Outbox, RetryPolicy
 
 log = logging.getLogger("usergraph.mail")
@@ -195,8 +196,11 @@ class Sender:
                 if loop.time() - pruned_at > PRUNE_EVERY_SECONDS:
                     pruned_at = loop.time()
                     await self.prune()
-            except Exception:  # the database may be down for a while: keep the task alive
-                log.exception("mail sender pass failed; trying again")
+            except Exception as error:  # the database may be down a while: keep the task alive
+                if unreachable(error):
+                    outages.report("database", error)  # once per outage, not every poll
+                else:
+                    log.exception("mail sender pass failed; trying again")
             waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(

@@ -17,6 +17,8 @@ class ErrorCode(enum.StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    # A dependency (database, Redis) cannot be reached; extensions.retryAfter in seconds.
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     # The HTTP request itself is malformed (body, parameters, method, media types); the
     # status code (400, 405, 406, 415) says which. Set by usergraph.http, not by resolvers.
     BAD_REQUEST = "BAD_REQUEST"
