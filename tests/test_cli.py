@@ -21,7 +21,7 @@ from usergraph.db.models import User
 def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)
     # The CLI configures the root logger; keep pytest's log capture in place.
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", TEST_SIGNING_KEY)
     monkeypatch.setenv("USERGRAPH_ARGON2_TIME_COST", "1")
@@ -110,7 +110,7 @@ def test_a_bad_data_key_gives_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("USERGRAPH_DATA_KEYS", "not-a-key")
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     assert cli.main(["migrate"]) == 2
     err = capsys.readouterr().err
     assert "data_keys" in err and "usergraph new-data-key" in err
@@ -122,7 +122,7 @@ def test_bad_settings_give_a_one_line_error(
 ) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     assert cli.main(["migrate"]) == 2
     err = capsys.readouterr().err
     assert "USERGRAPH_SIGNING_KEY is required" in err

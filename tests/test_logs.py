@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import pytest
+from pydantic import ValidationError
 
 from usergraph import logs
 from usergraph.logs import (
@@ -18,6 +21,8 @@ from usergraph.logs import (
     logging_config,
     request_id_var,
 )
+from usergraph.services.audit import log_security_event
+from usergraph.settings import Settings
 
 
 def record(message: str = "hello", name: str = "usergraph.test") -> logging.LogRecord:
@@ -80,10 +85,10 @@ def test_logging_config() -> None:
     assert config["version"] == 1
     assert config["disable_existing_loggers"] is False
     assert config["filters"] == {"request_id": {"()": RequestIdFilter}}
-    assert config["formatters"] == {"plain": {"format": FORMAT}}
+    assert config["formatters"] == {"text": {"format": FORMAT}}
     assert config["handlers"]["stderr"] == {
         "class": "logging.StreamHandler",
-        "formatter": "plain",
+        "formatter": "text",
         "filters": ["request_id"],
     }
     assert config["root"] == {"handlers": ["stderr"], "level": "DEBUG"}
@@ -148,6 +153,44 @@ def _configure_and_log(capsys: pytest.CaptureFixture[str]) -> None:
     assert line.endswith(
         " WARNING usergraph.earlier request_id=req-9 client_ip=192.0.2.1 something happened"
     )
+
+
+def test_json_lines_carry_every_field_and_security_events_as_objects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with restored_root_logger():
+        configure_logging("info", "json")
+        [handler] = logging.getLogger().handlers
+        request_token = request_id_var.set("req-7")
+        ip_token = client_ip_var.set("198.51.100.4")
+        try:
+            log_security_event("login_failed", level=logging.WARNING, reason="credentials",
+                               user_id=42, login='a "quoted"\nname')  # fmt: skip
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("usergraph.errors").exception("internal error path=%s", "me")
+        finally:
+            client_ip_var.reset(ip_token)
+            request_id_var.reset(request_token)
+        handler.flush()
+    security, error = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert security["level"] == "WARNING" and security["logger"] == "usergraph.security"
+    assert (security["request_id"], security["client_ip"]) == ("req-7", "198.51.100.4")
+    assert datetime.fromisoformat(security["time"]).tzinfo is not None
+    assert security["security_event"] == {
+        "event": "login_failed",
+        "user_id": 42,
+        "reason": "credentials",
+        "login": 'a "quoted"\nname',
+    }
+    assert error["message"] == "internal error path=me"
+    assert "ValueError: boom" in error["exc_info"]
+
+
+def test_an_unknown_log_format_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, log_format="xml")  # type: ignore[call-arg, arg-type]
 
 
 def test_an_outage_is_logged_once_then_reminded_then_logged_anew(

@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     )
     refresh_cookie_name: str = Field(default="usergraph_refresh", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (for log shippers)."
+    )
     gc_freeze: bool = Field(
         default=True,
         description="After start-up, move every object into the collector's permanent "

@@ -255,7 +255,7 @@ def cli_env(
 ) -> str:
     """The environment `usergraph` runs in (as in tests/test_cli.py), on the test's database."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("USERGRAPH_SIGNING_KEY", TEST_SIGNING_KEY)
     monkeypatch.setenv("USERGRAPH_DATA_KEYS", f"{KEY_B},{KEY_A}")
