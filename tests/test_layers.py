@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "usergraph"
 LAYERS: list[set[str]] = [
     {"cli"},
     {"app"},
-    {"pages"},
+    {"pages", "wellknown"},
     {"middleware"},
     {"http"},
     {"context"},

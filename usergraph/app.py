@@ -28,6 +28,7 @@ from usergraph.pages import PAGES, page
 from usergraph.runtime import Runtime, build_runtime, build_sender
 from usergraph.schema import build_schema
 from usergraph.settings import Settings
+from usergraph.wellknown import DISCOVERY_PATH, JWKS_PATH, discovery, jwks
 
 
 async def healthz(request: Request) -> Response:
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, max_body_size=settings.max_body_bytes),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            # What other services verify tokens with (usergraph.wellknown).
+            Route(JWKS_PATH, jwks, methods=["GET"]),
+            Route(DISCOVERY_PATH, discovery, methods=["GET"]),
             # What email links open by default (usergraph.pages).
             *(Route(path, page, methods=["GET"]) for path in PAGES),
         ],

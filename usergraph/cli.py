@@ -1,5 +1,5 @@
 """The `usergraph` command: serve | migrate | create-user | send-mail | mail-status |
-new-data-key | rotate-data-key | export-schema | check-schema."""
+keys generate|list|retire | new-data-key | rotate-data-key | export-schema | check-schema."""
 
 from __future__ import annotations
 
@@ -182,6 +182,52 @@ async def _rotate_data_key(settings: Settings) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Manage the signing keys in USERGRAPH_JWT_KEYS_DIR (ES256, EdDSA)."""
+    from datetime import UTC, datetime, timedelta
+
+    from usergraph.auth.keys import KeyDirectory, KeySet
+
+    directory = KeyDirectory(settings.jwt_keys_dir)
+    if args.action == "generate":
+        algorithm = args.algorithm or settings.signing_algorithm
+        if algorithm == "HS256":
+            print(
+                "error: HS256 keys are shared secrets: set USERGRAPH_SIGNING_KEY", file=sys.stderr
+            )
+            return 2
+        key = directory.generate(algorithm)
+        print(f"generated {key.alg} key {key.kid}: it signs new tokens from now on")
+        return 0
+    if args.action == "retire":
+        live = [key for key in directory.load() if key.retired_at is None]
+        if [key.kid for key in live] == [args.kid]:
+            print("error: this is the only live key; generate a new one first", file=sys.stderr)
+            return 1
+        try:
+            key = directory.retire(args.kid)
+        except KeyError:
+            print(f"error: no key {args.kid} in {settings.jwt_keys_dir}", file=sys.stderr)
+            return 1
+        print(f"retired {key.kid}: it signs nothing more and is published until its tokens expire")
+        return 0
+    overlap = timedelta(seconds=settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
+    keys = KeySet(tuple(directory.load()), overlap)
+    now, signing = datetime.now(UTC), keys.signing()
+    for key in sorted(keys.keys, key=lambda k: k.created_at or now, reverse=True):
+        if key is signing:
+            status = "signing"
+        elif key.retired_at is None:
+            status = "verifying"
+        elif keys.in_use(key, now):
+            status = f"retired, published until {(key.retired_at + overlap).isoformat()}"
+        else:
+            status = "retired, expired"
+        created = key.created_at.isoformat() if key.created_at else "-"
+        print(f"{key.kid}  {key.alg:5}  created {created}  {status}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="usergraph", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -206,6 +252,16 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--once", action="store_true", help="send what is due, then exit")
     how.add_argument("--forever", action="store_true", help="keep sending until stopped")
     commands.add_parser("mail-status", help="the outbox: pending, sent, failed")
+
+    keys = commands.add_parser("keys", help="the access-token signing keys (ES256, EdDSA)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    generate = key_actions.add_parser("generate", help="make a key; it signs from now on")
+    generate.add_argument("--algorithm", choices=["ES256", "EdDSA"])
+    key_actions.add_parser("list", help="every key, and whether it signs or verifies")
+    retire = key_actions.add_parser(
+        "retire", help="stop signing with a key; it verifies until its tokens expire"
+    )
+    retire.add_argument("kid")
 
     commands.add_parser("new-data-key", help="print a new key for USERGRAPH_DATA_KEYS")
     commands.add_parser(
@@ -259,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_send_mail(settings, forever=args.forever))
     if args.command == "mail-status":
         return asyncio.run(_mail_status(settings))
+    if args.command == "keys":
+        return _keys(args, settings)
     if args.command == "rotate-data-key":
         return asyncio.run(_rotate_data_key(settings))
     raise AssertionError(args.command)

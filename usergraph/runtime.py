@@ -4,12 +4,13 @@ the mail outbox, the second factors' policy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from usergraph.auth.data_keys import DataCipher, new_data_key
+from usergraph.auth.keys import KeyDirectory, KeyRing, SigningKey
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
-from usergraph.auth.tokens import SigningKey, TokenCodec, read_or_create_key_file
+from usergraph.auth.tokens import TokenCodec, read_or_create_key_file
 from usergraph.db.engine import Database
 from usergraph.mail.messages import Messages
 from usergraph.mail.outbox import Outbox, RetryPolicy
@@ -40,20 +41,53 @@ class Runtime:
 
 
 def token_codec(settings: Settings) -> TokenCodec:
-    if settings.signing_key is not None:
-        secret = settings.signing_key.get_secret_value()
-    else:  # development only: Settings refuses a missing key in production
-        secret = read_or_create_key_file(settings.signing_key_file)
+    access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+    leeway = timedelta(seconds=settings.jwt_leeway_seconds)
     return TokenCodec(
-        current_key=SigningKey.from_secret(secret),
-        previous_keys=[
-            SigningKey.from_secret(key.get_secret_value()) for key in settings.previous_signing_keys
-        ],
+        ring=key_ring(settings, overlap=access_ttl + leeway),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
-        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
-        leeway=timedelta(seconds=settings.jwt_leeway_seconds),
+        access_ttl=access_ttl,
+        leeway=leeway,
     )
+
+
+def key_ring(settings: Settings, *, overlap: timedelta) -> KeyRing:
+    """The keys access tokens are signed and verified with (auth/keys.py).
+
+    HS256 keys (USERGRAPH_SIGNING_KEY and the previous ones) always verify, also beside an
+    asymmetric key: a deployment moving from HS256 keeps its old tokens valid meanwhile."""
+    shared = [
+        SigningKey.from_secret(key.get_secret_value()) for key in settings.previous_signing_keys
+    ]
+    algorithm = settings.signing_algorithm
+    if algorithm == "HS256":
+        if settings.signing_key is not None:
+            secret = settings.signing_key.get_secret_value()
+        else:  # development only: Settings refuses a missing key in production
+            secret = read_or_create_key_file(settings.signing_key_file)
+        return KeyRing([*shared, SigningKey.from_secret(secret)], overlap=overlap)
+    if settings.signing_key is not None:
+        shared.append(SigningKey.from_secret(settings.signing_key.get_secret_value()))
+    pem = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else None
+    if settings.jwt_private_key_file is not None:
+        pem = settings.jwt_private_key_file.read_text()
+    if pem is not None:
+        key = SigningKey.from_pem(pem, created_at=datetime.now(UTC))
+        _same_algorithm(key, algorithm)
+        return KeyRing([*shared, key], overlap=overlap)
+    directory = KeyDirectory(settings.jwt_keys_dir)
+    # Production: Settings made sure the directory holds keys; development makes the first.
+    keys = directory.load() if settings.is_production else directory.ensure_signing_key(algorithm)
+    return KeyRing([*shared, *keys], overlap=overlap, directory=directory)
+
+
+def _same_algorithm(key: SigningKey, algorithm: str) -> None:
+    if key.alg != algorithm:
+        raise ValueError(
+            f"USERGRAPH_JWT_PRIVATE_KEY is an {key.alg} key but USERGRAPH_JWT_ALGORITHM is "
+            f"{algorithm}"
+        )
 
 
 def data_cipher(settings: Settings) -> DataCipher:

@@ -61,10 +61,26 @@ class Settings(BaseSettings):
         "drops all its connections.",
     )
 
-    # Access tokens (JWT, HS256) and their keys.
+    # Access tokens (JWT) and their keys.
+    jwt_algorithm: Literal["HS256", "ES256", "EdDSA"] | None = Field(
+        default=None,
+        description="Default: HS256 when USERGRAPH_SIGNING_KEY is set, else ES256 (a key pair "
+        "whose public half /.well-known/jwks.json publishes).",
+    )
+    jwt_private_key: SecretStr | None = Field(
+        default=None, description="ES256/EdDSA: the signing key (PKCS#8 PEM)."
+    )
+    jwt_private_key_file: Path | None = Field(
+        default=None, description="ES256/EdDSA: a file holding the signing key (PEM)."
+    )
+    jwt_keys_dir: Path = Field(
+        default=Path(".usergraph-keys"),
+        description="ES256/EdDSA without a private key: the keys `usergraph keys` manages "
+        "(in development the first is made at start).",
+    )
     signing_key: SecretStr | None = Field(
         default=None,
-        description="HS256 key, at least 32 bytes. Required in production.",
+        description="HS256 key, at least 32 bytes. Required in production with HS256.",
     )
     previous_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -281,8 +297,22 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"signing keys must be at least {MIN_SIGNING_KEY_BYTES} bytes long"
                 )
-        if self.is_production and self.signing_key is None:
+        if self.jwt_private_key is not None and self.jwt_private_key_file is not None:
+            raise ValueError("set USERGRAPH_JWT_PRIVATE_KEY or USERGRAPH_JWT_PRIVATE_KEY_FILE")
+        if self.is_production and self.signing_algorithm == "HS256" and self.signing_key is None:
             raise ValueError("USERGRAPH_SIGNING_KEY is required when USERGRAPH_ENV=production")
+        if (
+            self.is_production
+            and self.signing_algorithm != "HS256"
+            and self.jwt_private_key is None
+            and self.jwt_private_key_file is None
+            and not any(self.jwt_keys_dir.glob("*.json"))
+        ):
+            raise ValueError(
+                f"USERGRAPH_ENV=production with {self.signing_algorithm} needs a signing key: "
+                "USERGRAPH_JWT_PRIVATE_KEY(_FILE), or one made with `usergraph keys generate` in "
+                "USERGRAPH_JWT_KEYS_DIR"
+            )
         if self.is_production and not self.data_keys:
             raise ValueError("USERGRAPH_DATA_KEYS is required when USERGRAPH_ENV=production")
         return self
@@ -295,6 +325,12 @@ class Settings(BaseSettings):
                 "write emails (with their links) to the log instead of sending them"
             )
         return self
+
+    @property
+    def signing_algorithm(self) -> Literal["HS256", "ES256", "EdDSA"]:
+        if self.jwt_algorithm is not None:
+            return self.jwt_algorithm
+        return "HS256" if self.signing_key is not None else "ES256"
 
     @property
     def mailer_kind(self) -> Literal["log", "smtp"]:

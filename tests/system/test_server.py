@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,11 +61,12 @@ def test_register_and_me_over_tcp(server: str) -> None:
 
 @pytest.mark.parametrize("server", [2], indirect=True)
 def test_workers_share_the_generated_signing_key(server: str, tmp_path: Path) -> None:
-    # With no key configured, the first worker writes one to a file and the others read it:
-    # a token issued by one worker is accepted by every other.
-    key_file = tmp_path / ".usergraph-signing-key"
-    assert key_file.exists()
+    # With no key configured, the first worker makes an ES256 key pair in the key directory
+    # and the others read it: a token issued by one worker is accepted by every other.
+    [key_file] = (tmp_path / ".usergraph-keys").glob("*.json")
     assert key_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(key_file.read_text())["alg"] == "ES256"
+    assert not (tmp_path / ".usergraph-signing-key").exists()
     with httpx.Client(base_url=server, timeout=10) as client:
         tokens = _register(client, "bob")
         for _ in range(20):

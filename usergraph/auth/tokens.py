@@ -1,7 +1,8 @@
-"""Access tokens (JWT) and refresh tokens: the only jwt import.
+"""Access tokens (JWT) and refresh tokens: the only jwt.encode and jwt.decode.
 
-Access tokens are HS256 JWTs whose `kid` header names the key, so keys can rotate: the current
-key signs, previous keys still verify. Refresh tokens are opaque random strings; only their
+Access tokens are JWTs (HS256, ES256 or EdDSA; auth/keys.py) whose `kid` header names the key,
+so keys can rotate: the current key signs, older ones still verify while they are in use. Each
+key verifies only with its own algorithm. Refresh tokens are opaque random strings; only their
 SHA-256 is stored.
 """
 
@@ -19,7 +20,10 @@ from pathlib import Path
 
 import jwt
 
-ALGORITHM = "HS256"
+from usergraph.auth.keys import KeyRing, SigningKey
+
+__all__ = ["AccessClaims", "InvalidAccessToken", "IssuedToken", "SigningKey", "TokenCodec"]
+
 ACCESS_TOKEN_TYPE = "access"
 REFRESH_TOKEN_PREFIX = "ugr_"  # lets secret scanners recognise a leaked token
 MAX_REFRESH_TOKEN_LENGTH = 128
@@ -32,22 +36,6 @@ _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "typ
 
 class InvalidAccessToken(Exception):
     """The token is malformed, tampered with, expired, or not an access token."""
-
-
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    kid: str
-    secret: bytes
-
-    @classmethod
-    def from_secret(cls, secret: str) -> SigningKey:
-        raw = secret.encode()
-        # The kid identifies the key without revealing anything usable about it.
-        kid = hashlib.sha256(b"usergraph-kid\x00" + raw).hexdigest()[:16]
-        return cls(kid=kid, secret=raw)
-
-    def __repr__(self) -> str:
-        return f"SigningKey(kid={self.kid!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +59,20 @@ class TokenCodec:
     def __init__(
         self,
         *,
-        current_key: SigningKey,
+        current_key: SigningKey | None = None,
         previous_keys: Sequence[SigningKey] = (),
+        ring: KeyRing | None = None,
         issuer: str,
         audience: str,
         access_ttl: timedelta,
         leeway: timedelta = timedelta(seconds=10),
     ) -> None:
-        self._current = current_key
-        self._keys = {key.kid: key for key in (*previous_keys, current_key)}
+        """Keys: a ring (asymmetric keys, rotating), or a current key and previous ones."""
+        if ring is None:
+            if current_key is None:
+                raise ValueError("a TokenCodec needs a current key or a key ring")
+            ring = KeyRing([*previous_keys, current_key], overlap=access_ttl + leeway)
+        self.ring = ring
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
@@ -112,22 +105,29 @@ class TokenCodec:
             "auth_time": int((auth_time or now).timestamp()),
             "typ": ACCESS_TOKEN_TYPE,
         }
-        token = jwt.encode(
-            claims, self._current.secret, algorithm=ALGORITHM, headers={"kid": self._current.kid}
-        )
+        key = self.signing_key
+        token = jwt.encode(claims, key.signer, algorithm=key.alg, headers={"kid": key.kid})
         return IssuedToken(token=token, expires_at=expires_at.replace(microsecond=0))
+
+    @property
+    def signing_key(self) -> SigningKey:
+        key = self.ring.current.signing()
+        if key is None:
+            raise RuntimeError("no signing key: make one with `usergraph keys generate`")
+        return key
 
     def decode_access_token(self, token: str) -> AccessClaims:
         """Verify token and return its claims, or raise InvalidAccessToken."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
-            key = self._keys.get(kid) if isinstance(kid, str) else None
+            keys = self.ring.current.verifying(datetime.now(UTC))
+            key = keys.get(kid) if isinstance(kid, str) else None
             if key is None:
                 raise InvalidAccessToken("unknown signing key")
             claims = jwt.decode(
                 token,
-                key.secret,
-                algorithms=[ALGORITHM],
+                key.verifier,
+                algorithms=[key.alg],  # the key's own: no algorithm confusion
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
