@@ -85,6 +85,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "database_url": database_url,
         "signing_key": TEST_SIGNING_KEY,
         "signing_key_file": tmp_path / "signing-key",
+        "jwt_keys_dir": tmp_path / "keys",
         "data_keys": [TEST_DATA_KEY],
         "data_keys_file": tmp_path / "data-key",
         # Cheap hashes: the tests check behaviour, the benchmark checks cost.

@@ -121,6 +121,7 @@ def test_bad_settings_give_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.setenv("USERGRAPH_JWT_ALGORITHM", "HS256")
     monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
     monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     assert cli.main(["migrate"]) == 2

@@ -228,7 +228,7 @@ def test_token_codec_still_accepts_the_previous_signing_keys(tmp_path: Path) -> 
 
 
 def test_token_codec_without_a_key_keeps_one_in_the_key_file(tmp_path: Path) -> None:
-    settings = make_settings(unused_db(tmp_path), tmp_path, signing_key=None)
+    settings = make_settings(unused_db(tmp_path), tmp_path, signing_key=None, jwt_algorithm="HS256")
     key_file = tmp_path / "signing-key"
     assert settings.signing_key_file == key_file and not key_file.exists()
     first = token_codec(settings)
@@ -245,7 +245,9 @@ def test_token_codec_without_a_key_keeps_one_in_the_key_file(tmp_path: Path) -> 
 
 def test_token_codec_without_a_key_reads_an_existing_key_file(tmp_path: Path) -> None:
     (tmp_path / "signing-key").write_text(OLD_KEY + "\n")
-    codec = token_codec(make_settings(unused_db(tmp_path), tmp_path, signing_key=None))
+    codec = token_codec(
+        make_settings(unused_db(tmp_path), tmp_path, signing_key=None, jwt_algorithm="HS256")
+    )
     assert kid_of(issue(codec)) == SigningKey.from_secret(OLD_KEY).kid
     assert (tmp_path / "signing-key").read_text() == OLD_KEY + "\n"
 

@@ -32,9 +32,15 @@ def test_development_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.refresh_reuse_grace_seconds == 10
 
 
-def test_production_refuses_to_start_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_refuses_to_start_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("USERGRAPH_JWT_KEYS_DIR", str(tmp_path / "keys"))
+    with pytest.raises(ValidationError, match="with ES256 needs a signing key"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("USERGRAPH_JWT_ALGORITHM", "HS256")
     with pytest.raises(ValidationError, match="USERGRAPH_SIGNING_KEY is required"):
         Settings(_env_file=None)  # type: ignore[call-arg]
 
