@@ -10,8 +10,9 @@ from usergraph.auth.data_keys import DataCipher, new_data_key
 from usergraph.auth.keys import KeyDirectory, KeyRing, SigningKey
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
-from usergraph.auth.tokens import TokenCodec, read_or_create_key_file
+from usergraph.auth.tokens import ClaimMappings, TokenCodec, read_or_create_key_file
 from usergraph.db.engine import Database
+from usergraph.db.models import ADMIN_ROLE, DEFAULT_ROLE
 from usergraph.mail.messages import Messages
 from usergraph.mail.outbox import Outbox, RetryPolicy
 from usergraph.mail.sender import LogMailer, Mailer, Sender, SmtpMailer
@@ -49,6 +50,12 @@ def token_codec(settings: Settings) -> TokenCodec:
         audience=settings.jwt_audience,
         access_ttl=access_ttl,
         leeway=leeway,
+        mappings=ClaimMappings(
+            hasura=settings.jwt_hasura_claims,
+            role=settings.jwt_role_claim,
+            role_prefix=settings.jwt_role_prefix,
+            ranking=(ADMIN_ROLE, DEFAULT_ROLE),
+        ),
     )
 
 

@@ -90,6 +90,16 @@ class Settings(BaseSettings):
         default=Path(".usergraph-signing-key"),
         description="Development only: where a generated key is kept so restarts agree.",
     )
+    jwt_hasura_claims: bool = Field(
+        default=False, description="Add Hasura's https://hasura.io/jwt/claims to access tokens."
+    )
+    jwt_role_claim: bool = Field(
+        default=False,
+        description="Add a `role` claim (PostgREST, PostGraphile): the strongest role.",
+    )
+    jwt_role_prefix: str = Field(
+        default="", pattern=r"^[a-z0-9_]*$", description="Put before the `role` claim's value."
+    )
     jwt_issuer: str = "usergraph"
     jwt_audience: str = "usergraph"
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)

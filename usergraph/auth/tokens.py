@@ -49,6 +49,43 @@ class AccessClaims:
     auth_time: datetime | None = None
 
 
+HASURA_CLAIMS = "https://hasura.io/jwt/claims"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMappings:
+    """Optional claims for the services that read usergraph's tokens directly.
+
+    hasura: Hasura's `https://hasura.io/jwt/claims` object (user id, default and allowed roles).
+    role: a `role` claim (PostgREST, PostGraphile: `SET ROLE` to it), the user's strongest role
+    with role_prefix in front, so it can name a database role such as `app_admin`.
+    """
+
+    hasura: bool = False
+    role: bool = False
+    role_prefix: str = ""
+    # The roles in order of strength, strongest first; others come after, by name.
+    ranking: tuple[str, ...] = ("admin", "user")
+
+    def claims(self, user_id: int, roles: Sequence[str]) -> dict[str, object]:
+        ranked = sorted(roles, key=self._rank)
+        extra: dict[str, object] = {}
+        if self.hasura and ranked:
+            extra[HASURA_CLAIMS] = {
+                "x-hasura-user-id": str(user_id),
+                # The weakest role by default: a request asks for more with x-hasura-role.
+                "x-hasura-default-role": ranked[-1],
+                "x-hasura-allowed-roles": ranked,
+            }
+        if self.role and ranked:
+            extra["role"] = self.role_prefix + ranked[0]
+        return extra
+
+    def _rank(self, role: str) -> tuple[int, str]:
+        known = self.ranking.index(role) if role in self.ranking else len(self.ranking)
+        return known, role
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str
@@ -66,6 +103,7 @@ class TokenCodec:
         audience: str,
         access_ttl: timedelta,
         leeway: timedelta = timedelta(seconds=10),
+        mappings: ClaimMappings = ClaimMappings(),
     ) -> None:
         """Keys: a ring (asymmetric keys, rotating), or a current key and previous ones."""
         if ring is None:
@@ -73,6 +111,7 @@ class TokenCodec:
                 raise ValueError("a TokenCodec needs a current key or a key ring")
             ring = KeyRing([*previous_keys, current_key], overlap=access_ttl + leeway)
         self.ring = ring
+        self._mappings = mappings
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
@@ -104,6 +143,7 @@ class TokenCodec:
             "amr": list(auth_methods),
             "auth_time": int((auth_time or now).timestamp()),
             "typ": ACCESS_TOKEN_TYPE,
+            **self._mappings.claims(user_id, roles),
         }
         key = self.signing_key
         token = jwt.encode(claims, key.signer, algorithm=key.alg, headers={"kid": key.kid})
