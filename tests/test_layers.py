@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "usergraph"
 LAYERS: list[set[str]] = [
     {"cli"},
     {"app"},
-    {"pages", "wellknown"},
+    {"pages", "wellknown", "exposition"},
     {"middleware"},
     {"http"},
     {"context"},
@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"schema types"},
     {"services"},
     {"db", "auth", "mail"},
-    {"settings", "logs"},
+    {"settings", "logs", "metrics"},
 ]
 SCHEMA_ROOTS = {"usergraph.schema", "usergraph.schema.query", "usergraph.schema.mutation"}
 DOMAIN = {"services", "db", "auth", "mail"}

@@ -16,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from usergraph import metrics
 from usergraph.db.migrate import current_revision, head_revision
+from usergraph.exposition import METRICS_PATH, scrape
 from usergraph.guards import schema_extensions
 from usergraph.http import GraphQLApp
 from usergraph.middleware import (
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.runtime = runtime
         app.state.head_revision = head_revision()
+        metrics.worker_started()
         await runtime.passwords.prepare()
         runtime.outbox.messages.check()
         stop_sending = asyncio.Event()
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if sender is not None:
                 await sender
             await runtime.close()
+            metrics.worker_stopping()
 
     graphql = GraphQLApp(
         build_schema(settings, extensions=schema_extensions(settings)),
@@ -120,6 +124,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, max_body_size=settings.max_body_bytes),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            # Prometheus (usergraph.exposition), unless it has a port of its own.
+            *(
+                [Route(METRICS_PATH, scrape, methods=["GET"])]
+                if settings.metrics_enabled and settings.metrics_port is None
+                else []
+            ),
             # What other services verify tokens with (usergraph.wellknown).
             Route(JWKS_PATH, jwks, methods=["GET"]),
             Route(DISCOVERY_PATH, discovery, methods=["GET"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ DEFAULT_SCHEMA_FILE = Path("schema.graphql")
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if settings.metrics_enabled:
+        _metrics_directory(settings)
     uvicorn.run(
         "usergraph.app:create_app",
         factory=True,
@@ -40,6 +43,29 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     return 0
+
+
+def _metrics_directory(settings: Settings) -> None:
+    """Prometheus' multiprocess mode for the workers to come: a directory of their figures,
+    emptied first (figures of an earlier run would count again), named in the environment
+    that the workers inherit; and, with USERGRAPH_METRICS_PORT, a scrape endpoint of its own,
+    served from this (the supervising) process."""
+    import shutil
+    import tempfile
+
+    if settings.metrics_dir is not None:
+        directory = settings.metrics_dir
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, mode=0o700)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="usergraph-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if settings.metrics_port is not None:
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(settings.metrics_port, registry=registry)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -186,7 +212,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     """Manage the signing keys in USERGRAPH_JWT_KEYS_DIR (ES256, EdDSA)."""
     from datetime import UTC, datetime, timedelta
 
-    from usergraph.auth.keys import KeyDirectory, KeySet
+    from usergraph.auth.keys import KeyDirectory, KeySet, overlap
 
     directory = KeyDirectory(settings.jwt_keys_dir)
     if args.action == "generate":
@@ -211,8 +237,11 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"retired {key.kid}: it signs nothing more and is published until its tokens expire")
         return 0
-    overlap = timedelta(seconds=settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
-    keys = KeySet(tuple(directory.load()), overlap)
+    published = overlap(
+        timedelta(seconds=settings.access_token_ttl_seconds),
+        timedelta(seconds=settings.jwt_leeway_seconds),
+    )
+    keys = KeySet(tuple(directory.load()), published)
     now, signing = datetime.now(UTC), keys.signing()
     for key in sorted(keys.keys, key=lambda k: k.created_at or now, reverse=True):
         if key is signing:
@@ -220,7 +249,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         elif key.retired_at is None:
             status = "verifying"
         elif keys.in_use(key, now):
-            status = f"retired, published until {(key.retired_at + overlap).isoformat()}"
+            status = f"retired, published until {(key.retired_at + published).isoformat()}"
         else:
             status = "retired, expired"
         created = key.created_at.isoformat() if key.created_at else "-"

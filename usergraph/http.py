@@ -32,6 +32,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from usergraph import metrics
 from usergraph.context import Context, get_context
 from usergraph.db.engine import attempt
 from usergraph.guards.masking import UNAVAILABLE_RETRY_AFTER, coded_errors
@@ -260,6 +261,9 @@ class GraphQLApp(GraphQL[Context, None]):
             request_id = getattr(request.state, "request_id", None)
             expose = request.app.state.runtime.settings.internal_errors_exposed
             result.errors = coded_errors(result.errors, request_id, expose_internal=expose)
+            metrics.count_errors(
+                str((error.extensions or {}).get("code")) for error in result.errors
+            )
         response = process_result(result)
         if failed_before_execution:
             del response["data"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from usergraph import metrics
 from usergraph.auth.data_keys import DataCipher, new_data_key
-from usergraph.auth.keys import KeyDirectory, KeyRing, SigningKey
+from usergraph.auth.keys import KeyDirectory, KeyRing, SigningKey, overlap
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import ClaimMappings, TokenCodec, read_or_create_key_file
@@ -45,7 +46,7 @@ def token_codec(settings: Settings) -> TokenCodec:
     access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
     leeway = timedelta(seconds=settings.jwt_leeway_seconds)
     return TokenCodec(
-        ring=key_ring(settings, overlap=access_ttl + leeway),
+        ring=key_ring(settings, overlap=overlap(access_ttl, leeway)),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         access_ttl=access_ttl,
@@ -163,6 +164,7 @@ def build_runtime(settings: Settings) -> Runtime:
             parallelism=settings.argon2_parallelism,
             concurrency=settings.password_hash_concurrency,
             queue=settings.password_hash_queue,
+            observer=metrics.HasherObserver() if settings.metrics_enabled else None,
         ),
         policy=SessionPolicy(
             tokens=token_codec(settings),

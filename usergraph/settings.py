@@ -231,6 +231,24 @@ class Settings(BaseSettings):
         description="Also hand the refresh token over as an HttpOnly cookie on the GraphQL path.",
     )
     refresh_cookie_name: str = Field(default="usergraph_refresh", pattern=r"^[A-Za-z0-9_-]+$")
+    metrics: bool | None = Field(
+        default=None, description="GET /metrics for Prometheus. Default: development only."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="If set, /metrics wants `Authorization: Bearer <token>`."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the metrics on this port of their own (from the supervising "
+        "process) instead of /metrics.",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Where worker processes keep their figures (emptied at start). Default: a "
+        "new temporary directory.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (for log shippers)."
@@ -353,6 +371,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return _unless_production(self, self.graphiql)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return _unless_production(self, self.metrics)
 
     @property
     def introspection_enabled(self) -> bool:

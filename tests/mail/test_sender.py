@@ -526,7 +526,7 @@ def cli_env(
     database_url: str, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> str:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
     for name, value in {
         "DATABASE_URL": database_url,
         "USERGRAPH_SIGNING_KEY": TEST_SIGNING_KEY,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,14 @@ Algorithm = Literal["HS256", "ES256", "EdDSA"]
 ASYMMETRIC: tuple[Algorithm, ...] = ("ES256", "EdDSA")
 # How often a worker looks at the key directory for keys made or retired elsewhere.
 RELOAD_SECONDS = 5.0
+# At most this often, a token with a kid the worker does not know makes it look at once.
+UNKNOWN_KID_RELOAD_SECONDS = 1.0
+
+
+def overlap(access_ttl: timedelta, leeway: timedelta) -> timedelta:
+    """How long a retired key must still verify: the longest a token it signed can live,
+    signed by a worker that noticed the retirement as late as it may."""
+    return access_ttl + leeway + timedelta(seconds=RELOAD_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +286,7 @@ class KeyRing:
         self._directory = directory
         self._set = KeySet(tuple(keys), overlap)
         self._checked_at = time.monotonic()
+        self._looked_for_kid_at = -math.inf
         self._seen = directory.changed_at() if directory else 0.0
 
     @property
@@ -290,7 +300,23 @@ class KeyRing:
         return self._set
 
     def reload(self) -> None:
-        """Read the directory now (tests, and a worker that meets an unknown kid)."""
+        """Read the directory now."""
         if self._directory is not None:
+            self._checked_at = time.monotonic()
             self._seen = self._directory.changed_at()
             self._set = KeySet(tuple(self._directory.load()), self._overlap)
+
+    def look_for_new_keys(self) -> None:
+        """A token names a kid this worker does not know: perhaps another worker or host signs
+        with a key made since the last look. Look now, at most every
+        UNKNOWN_KID_RELOAD_SECONDS (tokens with made-up kids cannot make it read the
+        directory more often)."""
+        if (
+            self._directory is not None
+            and time.monotonic() - self._looked_for_kid_at > UNKNOWN_KID_RELOAD_SECONDS
+        ):
+            self._looked_for_kid_at = self._checked_at = time.monotonic()
+            changed = self._directory.changed_at()
+            if changed != self._seen:
+                self._seen = changed
+                self._set = KeySet(tuple(self._directory.load()), self._overlap)

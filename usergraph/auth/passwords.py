@@ -13,9 +13,10 @@ import contextvars
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 from passlib.context import CryptContext
@@ -51,6 +52,14 @@ def _in_the_background(function: Callable[..., T], *args: str) -> T:
     return function(*args)
 
 
+class HasherObserver(Protocol):
+    """Told how busy the hasher is (usergraph.metrics)."""
+
+    def in_flight(self, count: int) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+
 class HasherBusy(Exception):
     """Every hashing slot is taken and the waiting queue is full."""
 
@@ -64,6 +73,7 @@ class PasswordHasher:
         parallelism: int = 4,
         concurrency: int = 1,
         queue: int = 32,
+        observer: HasherObserver | None = None,
     ) -> None:
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
@@ -77,6 +87,7 @@ class PasswordHasher:
         self._max_in_flight = concurrency + queue
         self._in_flight = 0  # running or waiting; only touched on the event loop
         self._dummy_hash: str | None = None
+        self._observer = observer
 
     @contextlib.contextmanager
     def place(self) -> Iterator[None]:
@@ -91,18 +102,29 @@ class PasswordHasher:
         if self._in_flight >= self._max_in_flight:
             raise HasherBusy
         self._in_flight += 1
+        self._report()
         token = _holding_place.set(True)
         try:
             yield
         finally:
             _holding_place.reset(token)
             self._in_flight -= 1
+            self._report()
+
+    def _report(self) -> None:
+        if self._observer is not None:
+            self._observer.in_flight(self._in_flight)
 
     async def _run(self, function: Callable[..., T], *args: str) -> T:
         with self.place():
             return await anyio.to_thread.run_sync(
-                _in_the_background, function, *args, limiter=self._limiter
+                self._timed, time.perf_counter(), function, *args, limiter=self._limiter
             )
+
+    def _timed(self, queued_at: float, function: Callable[..., T], *args: str) -> T:
+        if self._observer is not None:  # in the worker thread: the wait for a slot is over
+            self._observer.waited(time.perf_counter() - queued_at)
+        return _in_the_background(function, *args)
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jwt
 
-from usergraph.auth.keys import KeyRing, SigningKey
+from usergraph.auth.keys import KeyRing, SigningKey, overlap
 
 __all__ = ["AccessClaims", "InvalidAccessToken", "IssuedToken", "SigningKey", "TokenCodec"]
 
@@ -109,7 +109,7 @@ class TokenCodec:
         if ring is None:
             if current_key is None:
                 raise ValueError("a TokenCodec needs a current key or a key ring")
-            ring = KeyRing([*previous_keys, current_key], overlap=access_ttl + leeway)
+            ring = KeyRing([*previous_keys, current_key], overlap=overlap(access_ttl, leeway))
         self.ring = ring
         self._mappings = mappings
         self._issuer = issuer
@@ -160,8 +160,12 @@ class TokenCodec:
         """Verify token and return its claims, or raise InvalidAccessToken."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
-            keys = self.ring.current.verifying(datetime.now(UTC))
-            key = keys.get(kid) if isinstance(kid, str) else None
+            if not isinstance(kid, str):
+                raise InvalidAccessToken("unknown signing key")
+            key = self.ring.current.verifying(datetime.now(UTC)).get(kid)
+            if key is None:
+                self.ring.look_for_new_keys()
+                key = self.ring.current.verifying(datetime.now(UTC)).get(kid)
             if key is None:
                 raise InvalidAccessToken("unknown signing key")
             claims = jwt.decode(

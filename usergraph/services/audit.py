@@ -15,6 +15,8 @@ import hashlib
 import logging
 import re
 
+from usergraph import metrics
+
 log = logging.getLogger("usergraph.security")
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/+-]+")
@@ -24,6 +26,7 @@ def log_security_event(event: str, *, level: int = logging.INFO, **fields: objec
     data: dict[str, object] = {"event": event, "user_id": None, **fields}
     line = " ".join(f"{key}={_value(value)}" for key, value in data.items())
     log.log(level, "%s", line, extra={"security_event": data})
+    metrics.security_event(event, data)  # counted whatever the log level
 
 
 def login_digest(login_key: str) -> str:
