@@ -70,6 +70,7 @@ from usergraph.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 SIGNING_KEY = "bench-signing-key-that-is-long-enough-0123456789"
+DATA_KEY = "YmVuY2gtZGF0YS1rZXktdGhhdC1pcy0zMi1ieXRlcyE="  # a Fernet key, for production mode
 WIDE_OPEN = "1000000/minute"
 
 
@@ -187,6 +188,7 @@ def main() -> None:
         "DATABASE_URL": url,
         "USERGRAPH_ENV": "production",
         "USERGRAPH_SIGNING_KEY": SIGNING_KEY,
+        "USERGRAPH_DATA_KEYS": DATA_KEY,
         # Registrations write their verification email to the outbox; the log mailer "sends".
         "USERGRAPH_MAILER": "log",
         # Throttles wide open: they are not what is measured.
