@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system.processes import serve
+from tests.system.processes import _free_port, migrate, run_server, serve, server_env
 
 
 def scrape(base_url: str, path: str = "/metrics") -> dict[tuple[str, tuple], float]:
@@ -53,3 +53,22 @@ def test_two_workers_count_every_request_once(tmp_path: Path) -> None:
     assert figures[failed] == 3
     # Both workers hold a pool: their gauges add up (each at least 1 open connection).
     assert figures[("usergraph_db_pool_connections_open", ())] >= 2
+
+
+def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
+    port = _free_port()
+    env = server_env(
+        f"sqlite+aiosqlite:///{tmp_path / 'm.db'}",
+        USERGRAPH_METRICS_PORT=str(port),
+        USERGRAPH_METRICS_DIR=str(tmp_path / "figures"),
+    )
+    migrate(tmp_path, env)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "counter_999999.db").write_bytes(b"stale")  # an earlier run's
+    with run_server(tmp_path, env, "metrics") as (base_url, _process):
+        _traffic(base_url, 5)
+        assert httpx.get(f"{base_url}/metrics", timeout=10).status_code == 404
+        figures = scrape(f"http://127.0.0.1:{port}", "/")
+    ping = (("operation_name", "Ping"), ("operation_type", "query"))
+    assert figures[("usergraph_graphql_requests_total", ping)] == 5
+    assert not (tmp_path / "figures" / "counter_999999.db").exists()  # emptied at start
