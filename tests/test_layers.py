@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"app"},
     {"pages", "wellknown", "exposition"},
     {"middleware"},
-    {"http"},
+    {"http", "graphiql"},
     {"context"},
     {"runtime"},
     {"guards"},

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from usergraph import metrics
+from usergraph import graphiql, metrics
 from usergraph.db.migrate import current_revision, head_revision
 from usergraph.exposition import METRICS_PATH, scrape
 from usergraph.guards import schema_extensions
@@ -122,6 +122,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Bodies over the limit are refused with 413 while they stream in, before parsing.
             # Every method reaches the view, which answers the wrong ones in GraphQL JSON.
             Route("/graphql", graphql, max_body_size=settings.max_body_bytes),
+            # GraphiQL's files, from npm at install time (usergraph.graphiql).
+            *(
+                [Route(f"{graphiql.ASSETS_PATH}/{{name}}", graphiql.asset, methods=["GET"])]
+                if settings.graphiql_enabled
+                else []
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             # Prometheus (usergraph.exposition), unless it has a port of its own.

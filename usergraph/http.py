@@ -32,7 +32,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from usergraph import metrics
+from usergraph import graphiql, metrics
 from usergraph.context import Context, get_context
 from usergraph.db.engine import attempt
 from usergraph.guards.masking import UNAVAILABLE_RETRY_AFTER, coded_errors
@@ -181,6 +181,9 @@ class GraphQLApp(GraphQL[Context, None]):
         return Response(
             self.encode_json(body), status_code=status, headers=headers, media_type=media_type
         )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql.page()  # served from this server, with no CDN (usergraph.graphiql)
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         # Without GraphiQL a GET with no query is a request error, not Strawberry's bare 404.

@@ -3,8 +3,6 @@ every response. Both ride in the request's state (request.state.request_id, .cli
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import re
 import uuid
@@ -66,31 +64,13 @@ class RequestIdMiddleware:
 
 # JSON answers need nothing from a browser: no scripts, no framing, no referrer.
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# The GraphiQL page loads React and GraphiQL from unpkg.com (pinned versions with integrity
-# hashes) and runs one inline script, allowed by its hash, never by 'unsafe-inline'. GraphiQL
-# sets style attributes at run time, so styles need 'unsafe-inline'.
-IDE_POLICY = (
-    "default-src 'none'; script-src https://unpkg.com {script_hashes}; "
-    "style-src https://unpkg.com 'unsafe-inline'; img-src 'self' data:; "
-    "font-src https://unpkg.com data:; connect-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'none'"
-)
 HSTS = "max-age=63072000; includeSubDomains"
-_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
-
-
-def inline_script_hashes(html: bytes) -> list[str]:
-    """CSP source expressions for each inline <script> of html."""
-    return [
-        "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
-        for body in _INLINE_SCRIPT.findall(html)
-    ]
 
 
 class SecurityHeadersMiddleware:
     """nosniff, no framing, no referrer and a content security policy on every response;
-    HSTS when served over HTTPS (hsts=True). An HTML page (GraphiQL) gets a policy that allows
-    exactly its own inline scripts, by hash."""
+    HSTS when served over HTTPS (hsts=True). A page brings its own policy (usergraph.pages,
+    usergraph.graphiql) and keeps it; anything else gets the API's, which allows nothing."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
@@ -100,11 +80,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start: Message | None = None
-        html: list[bytes] = []
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal start
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("x-content-type-options", "nosniff")
@@ -113,25 +90,7 @@ class SecurityHeadersMiddleware:
                 headers.setdefault("cache-control", "no-store")
                 if self.hsts:
                     headers.setdefault("strict-transport-security", HSTS)
-                if headers.get("content-type", "").startswith("text/html"):
-                    start = message  # the policy needs the page: hold the start until the end
-                    return
                 headers.setdefault("content-security-policy", API_POLICY)
-                await send(message)
-            elif start is not None and message["type"] == "http.response.body":
-                html.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                page = b"".join(html)
-                headers = MutableHeaders(scope=start)
-                # A page that brings its own policy (usergraph.pages) keeps it.
-                headers.setdefault(
-                    "content-security-policy",
-                    IDE_POLICY.format(script_hashes=" ".join(inline_script_hashes(page))),
-                )
-                await send(start)
-                await send({"type": "http.response.body", "body": page})
-            else:
-                await send(message)
+            await send(message)
 
         await self.app(scope, receive, send_with_headers)
