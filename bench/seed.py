@@ -71,6 +71,8 @@ SESSION_COLUMNS = (
     "revoked_reason",
     "user_agent",
     "ip_address",
+    "auth_methods",
+    "authenticated_at",
 )
 
 
@@ -187,7 +189,10 @@ def _session_rows(users: int) -> Iterator[tuple[Any, ...]]:
     for n in range(5, users + 1, 5):
         at = created_at(n) + timedelta(hours=1)
         for _ in range(2 if n % 10 == 0 else 1):
-            yield (uuid.uuid4(), n, at, at, expires, None, None, SEED_USER_AGENT, "127.0.0.1")
+            yield (
+                uuid.uuid4(), n, at, at, expires, None, None, SEED_USER_AGENT, "127.0.0.1",
+                "pwd", at,
+            )  # fmt: skip
 
 
 async def _load(engine: AsyncEngine, users: int, password_hash: str) -> None:
@@ -195,7 +200,8 @@ async def _load(engine: AsyncEngine, users: int, password_hash: str) -> None:
         raw = await conn.get_raw_connection()
         pg: Any = raw.driver_connection  # the asyncpg connection, for COPY
         async with pg.transaction():
-            await pg.execute("TRUNCATE users, sessions, refresh_tokens, user_roles")
+            # CASCADE: every table that refers to users (tokens, factors, outbox) empties too.
+            await pg.execute("TRUNCATE users, sessions, refresh_tokens, user_roles CASCADE")
             roles = {row["name"]: row["id"] for row in await pg.fetch("SELECT id, name FROM roles")}
             await pg.copy_records_to_table(
                 "users", records=_user_rows(users, password_hash), columns=USER_COLUMNS
