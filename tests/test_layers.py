@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"app"},
     {"pages", "wellknown", "exposition"},
-    {"middleware"},
+    {"middleware", "tracing"},
     {"http", "graphiql"},
     {"context"},
     {"runtime"},

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from usergraph import graphiql, metrics
+from usergraph import graphiql, metrics, tracing
 from usergraph.db.migrate import current_revision, head_revision
 from usergraph.exposition import METRICS_PATH, scrape
 from usergraph.guards import schema_extensions
@@ -65,12 +65,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; settings default to the environment."""
     settings = settings or Settings()
     runtime = build_runtime(settings)
+    provider = tracing.tracer_provider() if settings.tracing else None
+    sql_tracing = tracing.SqlTracing(provider, runtime.db.engine) if provider else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.runtime = runtime
         app.state.head_revision = head_revision()
         metrics.worker_started()
+        if sql_tracing is not None:
+            sql_tracing.start()
         await runtime.passwords.prepare()
         runtime.outbox.messages.check()
         stop_sending = asyncio.Event()
@@ -91,14 +95,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await sender
             await runtime.close()
             metrics.worker_stopping()
+            if sql_tracing is not None:
+                sql_tracing.stop()
 
+    extensions = schema_extensions(settings)
+    if provider is not None:
+        extensions.append(tracing.schema_extension(provider))
     graphql = GraphQLApp(
-        build_schema(settings, extensions=schema_extensions(settings)),
+        build_schema(settings, extensions=extensions),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
     )
     middleware = [
         Middleware(SecurityHeadersMiddleware, hsts=settings.cookies_secure),
-        Middleware(RequestIdMiddleware),
+        Middleware(RequestIdMiddleware, mark=tracing.mark_request if provider else None),
     ]
     if settings.cors_origins:  # no origins, no CORS headers: skip the layer altogether
         middleware.append(
@@ -112,6 +121,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
+    if provider is not None:  # the request's span encloses everything below
+        middleware.insert(0, tracing.asgi_middleware(provider))
     if settings.trusted_proxies:
         # Outermost: everything after it, logs and limits included, sees the real client.
         middleware.insert(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,10 +28,12 @@ def ip_or_none(host: str | None) -> str | None:
 
 class RequestIdMiddleware:
     """Take a sane X-Request-ID from the client or make one; echo it on the response. Note the
-    client's ip, if it is one, for the sessions and the log lines."""
+    client's ip, if it is one, for the sessions and the log lines; with tracing, the request's
+    span gets the id too (mark)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, mark: Callable[[str], None] | None = None) -> None:
         self.app = app
+        self.mark = mark
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +52,8 @@ class RequestIdMiddleware:
         state["request_id"], state["client_ip"] = request_id, client_ip
         token = request_id_var.set(request_id)
         ip_token = client_ip_var.set(client_ip or "-")
+        if self.mark is not None:
+            self.mark(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         description="Where worker processes keep their figures (emptied at start). Default: a "
         "new temporary directory.",
     )
+    tracing: bool = Field(
+        default=False,
+        description="OpenTelemetry traces (needs the otel extra); the OTEL_* variables say "
+        "where they go.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (for log shippers)."
