@@ -20,7 +20,7 @@ from usergraph.logs import configure_logging, logging_config
 from usergraph.settings import Settings
 
 if TYPE_CHECKING:
-    from usergraph.schema import UsergraphSchema
+    from strawberry import Schema
 
 DEFAULT_SCHEMA_FILE = Path("schema.graphql")
 
@@ -115,7 +115,7 @@ async def _create_user(args: argparse.Namespace, settings: Settings, password: s
     return 0
 
 
-def printed_schema(schema: UsergraphSchema | None = None) -> str:
+def printed_schema(schema: Schema | None = None) -> str:
     from usergraph.schema import build_schema
 
     return (schema or build_schema()).as_str() + "\n"

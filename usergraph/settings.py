@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         description="Where worker processes keep their figures (emptied at start). Default: a "
         "new temporary directory.",
     )
+    federation: bool = Field(
+        default=False,
+        description='Serve an Apollo Federation 2 subgraph (User @key(fields: "id"), '
+        "_service, _entities) instead of the plain schema.",
+    )
     tracing: bool = Field(
         default=False,
         description="OpenTelemetry traces (needs the otel extra); the OTEL_* variables say "

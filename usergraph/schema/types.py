@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry import Parent
 
 from usergraph.db import models
@@ -22,6 +23,7 @@ from usergraph.schema.relay import (
     encode_cursor,
     page_request,
     to_global_id,
+    user_pk,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +53,19 @@ class User(Node):
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, models.User)
+
+    @classmethod
+    async def resolve_reference(
+        cls, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> models.User | None:
+        """A user a federated gateway refers to (`_entities`), by its global id: through the
+        request's loaders, so every field's permission applies as under `user`."""
+        try:
+            pk = user_pk(id)
+        except GraphQLError:
+            return None  # as `node`: an id that is no user's is no user
+        user: models.User | None = await info.context.loaders.user_by_id.load(pk)
+        return user
 
     @strawberry.field  # type: ignore[misc]
     def id(self, root: Parent[models.User]) -> strawberry.ID:  # type: ignore[override]
