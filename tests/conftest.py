@@ -8,7 +8,6 @@ that reason. Each session gets a fresh migrated database; each test starts with 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,9 +18,9 @@ import pytest
 from sqlalchemy import event, text
 from starlette.applications import Starlette
 
-from tests.client import GraphQL, StatementCounter, http_client
+from tests.client import GraphQL, StatementCounter, http_client, serving
 from tests.environment import TEST_DATABASE_URL, make_settings, migrate, postgres_database
-from tests.totp import Clock
+from tests.totp import STRICT_LIMIT, Clock, install_clock
 from usergraph.app import create_app
 from usergraph.db.engine import Database
 from usergraph.runtime import Runtime, build_runtime
@@ -114,11 +113,18 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 @pytest.fixture
 def clock(app: Starlette) -> Clock:
     """The app's TOTP clock, under the test's control (it starts mid-step)."""
-    clock = Clock()
-    runtime: Runtime = app.state.runtime
-    factors = dataclasses.replace(runtime.factors, clock=clock)
-    app.state.runtime = dataclasses.replace(runtime, factors=factors)
-    return clock
+    return install_clock(app)
+
+
+@pytest.fixture
+async def strict(
+    app: Starlette, database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[GraphQL, Clock]]:
+    """A client of an app whose accounts lock after STRICT_LIMIT failures a minute, and its
+    TOTP clock (it shares the database `app` emptied for this test)."""
+    overrides = {"login_account_limit": f"{STRICT_LIMIT}/minute"}
+    async with serving(database_url, tmp_path, **overrides) as gql:
+        yield gql, install_clock(gql.app)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ tests/auth/test_totp.py checks `hotp` and `totp` against the RFCs' own test vect
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import struct
@@ -15,9 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.applications import Starlette
+
 from tests.client import Account, GraphQL
 
 STEP = 30
+# Failures a minute before an account locks, in the `strict` fixture's app (tests/conftest.py).
+STRICT_LIMIT = 3
 
 START_TOTP = """mutation($input: StartTotpEnrollmentInput!) { startTotpEnrollment(input: $input) {
   secret otpauthUri qrCodeSvg userErrors { field message code retryAfter }
@@ -130,3 +135,29 @@ async def verify(gql: GraphQL, token: str, code_value: str) -> dict[str, Any]:
     data = await gql.ok(VERIFY, {"input": {"challengeToken": token, "code": code_value}})
     payload: dict[str, Any] = data["verifySecondFactor"]
     return payload
+
+
+def install_clock(app: Starlette, clock: Clock | None = None) -> Clock:
+    """Make clock (a new one by default) the TOTP clock of app, as the `clock` fixture does."""
+    clock = clock or Clock()
+    runtime = app.state.runtime
+    factors = dataclasses.replace(runtime.factors, clock=clock)
+    app.state.runtime = dataclasses.replace(runtime, factors=factors)
+    return clock
+
+
+def wrong_code(secret: str, unix_time: float) -> str:
+    """Six digits that are the code of no step near unix_time (so no drift accepts them)."""
+    near = {code(secret, unix_time + offset * STEP) for offset in range(-3, 4)}
+    return next(f"{n:06d}" for n in range(10) if f"{n:06d}" not in near)
+
+
+def next_code(enrolled: Enrolled, clock: Clock) -> str:
+    """A fresh TOTP code: the next step's (enrollment used the current one)."""
+    clock.advance(STEP)
+    return code(enrolled.secret, clock())
+
+
+async def factors_of(gql: GraphQL, account: Account) -> Any:
+    """The account's User.secondFactors, as it sees them."""
+    return (await gql.ok(SECOND_FACTORS, token=account.access_token))["me"]["secondFactors"]

@@ -17,13 +17,14 @@ from tests.mail_rows import db_of, kinds, messages, messages_to
 from tests.totp import (
     CONFIRM_TOTP,
     LOGIN,
-    SECOND_FACTORS,
     START_TOTP,
     STEP,
     Clock,
     challenge,
     code,
+    factors_of,
     verify,
+    wrong_code,
 )
 from usergraph.db.models import RecoveryCode, TotpFactor
 
@@ -44,16 +45,6 @@ async def start(gql: GraphQL, account: Account) -> str:
 async def confirm(gql: GraphQL, account: Account, code_value: str) -> Any:
     data = await gql.ok(CONFIRM_TOTP, {"input": {"code": code_value}}, token=account.access_token)
     return data["confirmTotpEnrollment"]
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """A 6-digit code that none of the steps accepted at unix_time has."""
-    accepted = {code(secret, unix_time + drift) for drift in (-STEP, 0, STEP)}
-    return next(f"{n:06d}" for n in range(10) if f"{n:06d}" not in accepted)
-
-
-async def factors_of(gql: GraphQL, account: Account) -> Any:
-    return (await gql.ok(SECOND_FACTORS, token=account.access_token))["me"]["secondFactors"]
 
 
 async def totp_rows(gql: GraphQL) -> list[TotpFactor]:

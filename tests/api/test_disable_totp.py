@@ -3,62 +3,40 @@ off; each attempt counts against the account's lockout until a right code clears
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from starlette.applications import Starlette
 
-from tests.client import DEFAULT_PASSWORD, Account, GraphQL, serving
+from tests.client import DEFAULT_PASSWORD, Account, GraphQL
 from tests.helpers import assert_only_error, problems
 from tests.mail_rows import db_of, kinds, messages_to
 from tests.totp import (
     DISABLE_TOTP,
     LOGIN,
-    SECOND_FACTORS,
     START_TOTP,
     STEP,
     Clock,
-    Enrolled,
     challenge,
     code,
     enroll,
+    factors_of,
+    next_code,
     verify,
+    wrong_code,
+)
+from tests.totp import (
+    STRICT_LIMIT as LIMIT,
 )
 from usergraph.db.models import RecoveryCode, SecondFactorChallenge, TotpFactor
-from usergraph.runtime import Runtime
 
 WRONG = "not the password at all"
 OTHER_PASSWORD = "another long passphrase 99"
-LIMIT = 3  # failures per minute before an account locks, in the `strict` app
 SECURITY = "usergraph.security"
 CHANGE_PASSWORD = """mutation($input: ChangePasswordInput!) { changePassword(input: $input) {
   userErrors { code } } }"""
 OFF = {"totpEnabled": False, "recoveryCodesRemaining": 0}
-
-
-def install_clock(app: Starlette) -> Clock:
-    """Put a controllable TOTP clock into app (as conftest's `clock` fixture does)."""
-    clock = Clock()
-    runtime: Runtime = app.state.runtime
-    app.state.runtime = dataclasses.replace(
-        runtime, factors=dataclasses.replace(runtime.factors, clock=clock)
-    )
-    return clock
-
-
-@pytest.fixture
-async def strict(
-    app: Starlette, database_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[GraphQL, Clock]]:
-    """A client of an app whose accounts lock after LIMIT failures a minute, and its clock
-    (it shares the database `app` emptied for this test)."""
-    async with serving(database_url, tmp_path, login_account_limit=f"{LIMIT}/minute") as gql:
-        yield gql, install_clock(gql.app)
 
 
 async def disable(
@@ -70,22 +48,6 @@ async def disable(
         token=account.access_token,
     )
     return data["disableTotp"]
-
-
-def next_code(enrolled: Enrolled, clock: Clock) -> str:
-    """A fresh TOTP code: the next step's (enrollment used the current one)."""
-    clock.advance(STEP)
-    return code(enrolled.secret, clock())
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """A 6-digit code that none of the steps accepted at unix_time has."""
-    accepted = {code(secret, unix_time + drift) for drift in (-STEP, 0, STEP)}
-    return next(f"{n:06d}" for n in range(10) if f"{n:06d}" not in accepted)
-
-
-async def factors_of(gql: GraphQL, account: Account) -> Any:
-    return (await gql.ok(SECOND_FACTORS, token=account.access_token))["me"]["secondFactors"]
 
 
 async def login_codes(gql: GraphQL, login: str, password: str = DEFAULT_PASSWORD) -> list[str]:

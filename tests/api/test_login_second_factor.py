@@ -3,7 +3,6 @@ secondFactorChallenge instead of tokens; nothing is signed in until verifySecond
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 import uuid
@@ -16,10 +15,9 @@ from sqlalchemy import select, text
 
 from tests.client import DEFAULT_PASSWORD, GraphQL, serving
 from tests.helpers import assert_no_tokens, problems
-from tests.totp import STEP, Clock, Enrolled, code, enroll, verify
+from tests.totp import STEP, Clock, Enrolled, code, enroll, install_clock, verify
 from usergraph.db.engine import Database
 from usergraph.db.models import User
-from usergraph.runtime import Runtime
 
 LOGIN = """mutation($input: LoginInput!) { login(input: $input) {
   accessToken refreshToken tokenType accessTokenExpiresAt refreshTokenExpiresAt
@@ -36,14 +34,6 @@ WRONG_PASSWORD = "not the right password"
 def db_of(gql: GraphQL) -> Database:
     db: Database = gql.app.state.runtime.db
     return db
-
-
-def install_clock(gql: GraphQL, clock: Clock) -> Clock:
-    """Make clock the TOTP clock of gql's app (as the `clock` fixture does for `app`)."""
-    runtime: Runtime = gql.app.state.runtime
-    factors = dataclasses.replace(runtime.factors, clock=clock)
-    gql.app.state.runtime = dataclasses.replace(runtime, factors=factors)
-    return clock
 
 
 async def scalar(db: Database, sql: str, **params: Any) -> Any:
@@ -229,7 +219,7 @@ async def test_required_verification_refuses_an_unverified_account_before_the_ch
         db_of(gql), "UPDATE users SET email_verified_at = created_at WHERE username = 'bob'"
     )
     async with serving(database_url, tmp_path, email_verification="required") as required:
-        install_clock(required, clock)
+        install_clock(required.app, clock)
         payload = await login(required, "ann")
         assert problems(payload) == [("EMAIL_NOT_VERIFIED", [])]
         assert_no_tokens(payload)
@@ -247,7 +237,7 @@ async def test_a_challenge_does_not_clear_the_failed_logins(
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path, login_account_limit="3/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         await totp_account(limited, clock, name)
         for _ in range(2):
@@ -281,7 +271,7 @@ async def test_without_totp_a_right_password_clears_the_failed_logins(
 
 async def test_a_challenge_sets_no_refresh_cookie(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, refresh_cookie=True) as cookies:
-        clock = install_clock(cookies, Clock())
+        clock = install_clock(cookies.app)
         name = fresh_name()
         await totp_account(cookies, clock, name)
         cookies.client.cookies.clear()  # registration's cookie

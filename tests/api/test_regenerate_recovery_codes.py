@@ -3,32 +3,30 @@ replace the recovery codes; the old ones stop working, the new ones work once ea
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
-from tests.client import DEFAULT_PASSWORD, Account, GraphQL, serving
+from tests.client import DEFAULT_PASSWORD, Account, GraphQL
 from tests.helpers import assert_no_tokens, assert_only_error, problems
 from tests.mail_rows import db_of, kinds, messages_to
 from tests.totp import (
     LOGIN,
     SECOND_FACTORS,
     START_TOTP,
-    STEP,
     Clock,
-    Enrolled,
     challenge,
     code,
     enroll,
+    next_code,
     verify,
+    wrong_code,
 )
-from usergraph.runtime import Runtime
+from tests.totp import (
+    STRICT_LIMIT as LIMIT,
+)
 
 REGENERATE = """mutation($input: RegenerateRecoveryCodesInput!) {
   regenerateRecoveryCodes(input: $input) {
@@ -37,30 +35,9 @@ REGENERATE = """mutation($input: RegenerateRecoveryCodesInput!) {
 RECOVERY_CODE = re.compile(r"[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}")
 WRONG = "not the password at all"
 OTHER_PASSWORD = "another long passphrase 99"
-LIMIT = 3  # failures per minute before an account locks, in the `strict` app
 SECURITY = "usergraph.security"
 CHANGE_PASSWORD = """mutation($input: ChangePasswordInput!) { changePassword(input: $input) {
   userErrors { code } } }"""
-
-
-def install_clock(app: Starlette) -> Clock:
-    """Put a controllable TOTP clock into app (as conftest's `clock` fixture does)."""
-    clock = Clock()
-    runtime: Runtime = app.state.runtime
-    app.state.runtime = dataclasses.replace(
-        runtime, factors=dataclasses.replace(runtime.factors, clock=clock)
-    )
-    return clock
-
-
-@pytest.fixture
-async def strict(
-    app: Starlette, database_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[GraphQL, Clock]]:
-    """A client of an app whose accounts lock after LIMIT failures a minute, and its clock
-    (it shares the database `app` emptied for this test)."""
-    async with serving(database_url, tmp_path, login_account_limit=f"{LIMIT}/minute") as gql:
-        yield gql, install_clock(gql.app)
 
 
 async def regenerate(
@@ -72,18 +49,6 @@ async def regenerate(
         token=account.access_token,
     )
     return data["regenerateRecoveryCodes"]
-
-
-def next_code(enrolled: Enrolled, clock: Clock) -> str:
-    """A fresh TOTP code: the next step's (the last one was used)."""
-    clock.advance(STEP)
-    return code(enrolled.secret, clock())
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """A 6-digit code that none of the steps accepted at unix_time has."""
-    accepted = {code(secret, unix_time + drift) for drift in (-STEP, 0, STEP)}
-    return next(f"{n:06d}" for n in range(10) if f"{n:06d}" not in accepted)
 
 
 async def remaining(gql: GraphQL, account: Account) -> int:

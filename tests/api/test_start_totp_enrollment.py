@@ -3,10 +3,8 @@ password it needs (counted like a failed login), and a pending secret replaced b
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,33 +26,14 @@ from tests.totp import (
     enroll,
     secret_key,
 )
+from tests.totp import (
+    STRICT_LIMIT as LIMIT,
+)
 from usergraph.db.models import TotpFactor
-from usergraph.runtime import Runtime
 
 WRONG = "not the password at all"
 BASE32 = re.compile(r"[A-Z2-7]{32}")
 SVG_NS = "http://www.w3.org/2000/svg"
-LIMIT = 3  # failures per minute before an account locks, in the `strict` app
-
-
-def install_clock(app: Starlette) -> Clock:
-    """Put a controllable TOTP clock into app (as conftest's `clock` fixture does)."""
-    clock = Clock()
-    runtime: Runtime = app.state.runtime
-    app.state.runtime = dataclasses.replace(
-        runtime, factors=dataclasses.replace(runtime.factors, clock=clock)
-    )
-    return clock
-
-
-@pytest.fixture
-async def strict(
-    app: Starlette, database_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[GraphQL, Clock]]:
-    """A client of an app whose accounts lock after LIMIT failures a minute, and its clock
-    (it shares the database `app` emptied for this test)."""
-    async with serving(database_url, tmp_path, login_account_limit=f"{LIMIT}/minute") as gql:
-        yield gql, install_clock(gql.app)
 
 
 async def start(gql: GraphQL, account: Account, password: str = DEFAULT_PASSWORD) -> Any:

@@ -9,7 +9,6 @@ with serving()).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import re
@@ -35,11 +34,12 @@ from tests.totp import (
     challenge,
     code,
     enroll,
+    install_clock,
     verify,
+    wrong_code,
 )
 from usergraph.db.engine import Database
 from usergraph.db.models import SecondFactorChallenge, utcnow
-from usergraph.runtime import Runtime
 
 CODE_FIELD = ["input", "code"]
 CHALLENGE_FIELD = ["input", "challengeToken"]
@@ -53,14 +53,6 @@ INVALID_CHALLENGE = [("INVALID_CHALLENGE", CHALLENGE_FIELD)]
 def db_of(gql: GraphQL) -> Database:
     db: Database = gql.app.state.runtime.db
     return db
-
-
-def install_clock(gql: GraphQL, clock: Clock) -> Clock:
-    """Make clock the TOTP clock of gql's app (as the `clock` fixture does for `app`)."""
-    runtime: Runtime = gql.app.state.runtime
-    factors = dataclasses.replace(runtime.factors, clock=clock)
-    gql.app.state.runtime = dataclasses.replace(runtime, factors=factors)
-    return clock
 
 
 def fresh_name() -> str:
@@ -82,12 +74,6 @@ def step_of(unix_time: float) -> int:
 
 def code_of_step(secret: str, step: int) -> str:
     return code(secret, step * STEP)
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """Six digits that are no code of the steps around unix_time (so never accepted)."""
-    near = {code(secret, unix_time + offset * STEP) for offset in range(-3, 4)}
-    return next(candidate for candidate in ("000000", "111111", "222222") if candidate not in near)
 
 
 async def challenge_token(gql: GraphQL, login: str, password: str = DEFAULT_PASSWORD) -> str:
@@ -355,7 +341,7 @@ async def test_an_address_unverified_meanwhile_under_required_verification(
     ann = await totp_account(gql, clock, "ann")
     await execute(db_of(gql), "UPDATE users SET email_verified_at = created_at")
     async with serving(database_url, tmp_path, email_verification="required") as required:
-        install_clock(required, clock)
+        install_clock(required.app, clock)
         token = await challenge_token(required, "ann")
         await execute(db_of(gql), "UPDATE users SET email_verified_at = NULL")
         refused(await verify(required, token, code(ann.secret, clock())), INVALID_CHALLENGE)
@@ -517,7 +503,7 @@ async def test_a_recovery_code_sign_in_sends_a_notice_and_logs_it(
 
 async def test_wrong_codes_lock_the_account(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, login_account_limit="4/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         email = f"{name}@example.com"
         ann = await totp_account(limited, clock, name)
@@ -545,7 +531,7 @@ async def test_wrong_codes_lock_the_account(database_url: str, tmp_path: Path) -
 
 async def test_a_right_code_clears_the_code_guesses(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, login_account_limit="4/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         ann = await totp_account(limited, clock, name)
         for _ in range(3):  # a login, 2 wrong and 1 right, three times: 12 tries, never locked
@@ -558,7 +544,7 @@ async def test_a_right_code_clears_the_code_guesses(database_url: str, tmp_path:
 
 async def test_wrong_codes_count_against_the_ip(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, login_ip_limit="3/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         ann = await totp_account(limited, clock, name)
         token = await challenge_token(limited, name)
@@ -578,7 +564,7 @@ async def test_wrong_codes_count_against_the_ip(database_url: str, tmp_path: Pat
 
 async def test_unknown_challenges_count_against_the_ip(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, login_ip_limit="3/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         ann = await totp_account(limited, clock, name)
         token = await challenge_token(limited, name)
@@ -592,7 +578,7 @@ async def test_unknown_challenges_count_against_the_ip(database_url: str, tmp_pa
 
 async def test_right_codes_do_not_count_against_the_ip(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, login_ip_limit="2/minute") as limited:
-        clock = install_clock(limited, Clock())
+        clock = install_clock(limited.app)
         name = fresh_name()
         ann = await totp_account(limited, clock, name)
         for _ in range(4):
@@ -611,7 +597,7 @@ async def test_cookie_mode_sets_the_refresh_cookie_on_verify(
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path, refresh_cookie=True) as cookies:
-        clock = install_clock(cookies, Clock())
+        clock = install_clock(cookies.app)
         settings = cookies.app.state.runtime.settings
         name = fresh_name()
         ann = await totp_account(cookies, clock, name)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from tests.client import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, disable, sign_up, stored_user
 from tests.mail_rows import messages_to
-from tests.totp import STEP, Clock, code
+from tests.totp import STEP, Clock, code, wrong_code
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.db import second_factors as factor_queries
 from usergraph.db.models import (
@@ -140,12 +140,6 @@ async def refusal(
     with pytest.raises(Rejected) as caught:
         await verify(runtime, factors, token, code_value, **kwargs)  # type: ignore[arg-type]
     return caught.value
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """Six digits that are no code of the steps around unix_time."""
-    near = {code(secret, unix_time + offset * STEP) for offset in range(-3, 4)}
-    return next(candidate for candidate in ("000000", "111111", "222222") if candidate not in near)
 
 
 async def challenge_rows(runtime: Runtime, user_id: int) -> list[SecondFactorChallenge]:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tests.client import DEFAULT_PASSWORD
 from tests.helpers import CLIENT, codes_and_fields, create_account
 from tests.mail_rows import kinds, messages
-from tests.totp import STEP, Clock, code, secret_key
+from tests.totp import STEP, Clock, code, secret_key, wrong_code
 from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import hash_token
 from usergraph.db import second_factors as factor_queries
@@ -118,12 +118,6 @@ async def change_password(
         db=runtime.db, passwords=runtime.passwords, throttle=throttle, user_id=user_id,
         current_session_id=None, current_password=current, new_password=new,
     )  # fmt: skip
-
-
-def wrong_code(secret: str, unix_time: float) -> str:
-    """A 6-digit code that none of the steps accepted at unix_time has."""
-    accepted = {code(secret, unix_time + drift) for drift in (-STEP, 0, STEP)}
-    return next(f"{n:06d}" for n in range(10) if f"{n:06d}" not in accepted)
 
 
 # --- calling the services -----------------------------------------------------------------
