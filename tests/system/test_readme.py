@@ -34,13 +34,15 @@ def test_walkthrough_has_every_step() -> None:
         assert step in script
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
-    script = curl_walkthrough().replace(".venv/bin/usergraph", " ".join(CLI))
+def run_as_written(script: str, tmp_path: Path) -> str:
+    """Run script against a fresh server with bash (-euo pipefail); its output."""
     with serve(tmp_path) as (base_url, env):
-        script = script.replace("http://127.0.0.1:8000", base_url)
         result = subprocess.run(
-            ["bash", "-c", "set -euo pipefail\n" + script],
+            [
+                "bash",
+                "-c",
+                "set -euo pipefail\n" + script.replace("http://127.0.0.1:8000", base_url),
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -48,7 +50,12 @@ def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
             timeout=120,
         )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
+    out = run_as_written(curl_walkthrough().replace(".venv/bin/usergraph", " ".join(CLI)), tmp_path)
     assert '"username": "ada"' in out
     # The first refresh token: refused within the grace window, then reuse ends the session.
     assert out.index("This refresh token was already used.") < out.index("REFRESH_TOKEN_REUSED")
@@ -88,18 +95,7 @@ def test_second_factor_walkthrough_has_every_step() -> None:
 def test_second_factor_walkthrough_works_as_written(tmp_path: Path) -> None:
     """Enroll, sign in with both steps, recover with a recovery code: as a README reader would
     (it waits for the next 30-second step once, as the README says)."""
-    with serve(tmp_path) as (base_url, env):
-        script = second_factor_walkthrough().replace("http://127.0.0.1:8000", base_url)
-        result = subprocess.run(
-            ["bash", "-c", "set -euo pipefail\n" + script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_as_written(second_factor_walkthrough(), tmp_path)
     assert re.search(
         r"^otpauth://totp/usergraph:grace\?secret=[A-Z2-7]{32}&issuer=usergraph$", out, re.M
     )
