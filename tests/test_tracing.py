@@ -18,16 +18,20 @@ from tests.client import serving
 from usergraph import tracing
 
 EXPORTER = InMemorySpanExporter()
+_exporting: list[TracerProvider] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def provider() -> Iterator[TracerProvider]:
-    """The process's tracer provider (set once per process), exporting to memory."""
+    """The process's tracer provider (set once per process), exporting to memory; the
+    exporter is added once, however often pytest regroups this module's tests."""
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
         current = TracerProvider()
         trace.set_tracer_provider(current)
-    current.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    if current not in _exporting:
+        current.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        _exporting.append(current)
     yield current
 
 
