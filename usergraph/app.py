@@ -64,6 +64,9 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; settings default to the environment."""
     settings = settings or Settings()
+    problem = settings.missing_signing_key()
+    if problem:
+        raise RuntimeError(problem)
     runtime = build_runtime(settings)
     provider = tracing.tracer_provider() if settings.tracing else None
     sql_tracing = tracing.SqlTracing(provider, runtime.db.engine) if provider else None

@@ -213,17 +213,25 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
     from usergraph.auth.keys import KeyDirectory, KeySet, overlap
+    from usergraph.wellknown import CACHE_SECONDS
 
     directory = KeyDirectory(settings.jwt_keys_dir)
     if args.action == "generate":
-        algorithm = args.algorithm or settings.signing_algorithm
-        if algorithm == "HS256":
+        if settings.signing_algorithm == "HS256":
             print(
-                "error: HS256 keys are shared secrets: set USERGRAPH_SIGNING_KEY", file=sys.stderr
+                "error: tokens are HS256 here (USERGRAPH_SIGNING_KEY): set "
+                "USERGRAPH_JWT_ALGORITHM=ES256 or EdDSA to sign with a key pair",
+                file=sys.stderr,
             )
             return 2
-        key = directory.generate(algorithm)
-        print(f"generated {key.alg} key {key.kid}: it signs new tokens from now on")
+        # Published at once; signing once every verifier's cached JWKS has it (unless --now,
+        # or the directory has no key that signs: then nothing else could).
+        live = [key for key in directory.load() if key.retired_at is None]
+        delay = timedelta(0) if args.now or not live else timedelta(seconds=CACHE_SECONDS)
+        key = directory.generate(args.algorithm or settings.signing_algorithm, delay=delay)
+        assert key.signs_from is not None
+        when = "now" if not delay else f"at {key.signs_from.isoformat()}"
+        print(f"generated {key.alg} key {key.kid}: published now, signs new tokens from {when}")
         return 0
     if args.action == "retire":
         live = [key for key in directory.load() if key.retired_at is None]
@@ -242,10 +250,13 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         timedelta(seconds=settings.jwt_leeway_seconds),
     )
     keys = KeySet(tuple(directory.load()), published)
-    now, signing = datetime.now(UTC), keys.signing()
+    now = datetime.now(UTC)
+    signing = keys.signing(now)
     for key in sorted(keys.keys, key=lambda k: k.created_at or now, reverse=True):
         if key is signing:
             status = "signing"
+        elif key.retired_at is None and key.signs_from is not None and key.signs_from > now:
+            status = f"published, signs from {key.signs_from.isoformat()}"
         elif key.retired_at is None:
             status = "verifying"
         elif keys.in_use(key, now):
@@ -284,8 +295,11 @@ def parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="the access-token signing keys (ES256, EdDSA)")
     key_actions = keys.add_subparsers(dest="action", required=True)
-    generate = key_actions.add_parser("generate", help="make a key; it signs from now on")
+    generate = key_actions.add_parser(
+        "generate", help="make a key: published now, signing in 5 minutes (caches catch up)"
+    )
     generate.add_argument("--algorithm", choices=["ES256", "EdDSA"])
+    generate.add_argument("--now", action="store_true", help="sign with it at once")
     key_actions.add_parser("list", help="every key, and whether it signs or verifies")
     retire = key_actions.add_parser(
         "retire", help="stop signing with a key; it verifies until its tokens expire"
@@ -332,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
+        problem = settings.missing_signing_key()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         return _serve(args, settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

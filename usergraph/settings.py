@@ -339,18 +339,6 @@ class Settings(BaseSettings):
             raise ValueError("set USERGRAPH_JWT_PRIVATE_KEY or USERGRAPH_JWT_PRIVATE_KEY_FILE")
         if self.is_production and self.signing_algorithm == "HS256" and self.signing_key is None:
             raise ValueError("USERGRAPH_SIGNING_KEY is required when USERGRAPH_ENV=production")
-        if (
-            self.is_production
-            and self.signing_algorithm != "HS256"
-            and self.jwt_private_key is None
-            and self.jwt_private_key_file is None
-            and not any(self.jwt_keys_dir.glob("*.json"))
-        ):
-            raise ValueError(
-                f"USERGRAPH_ENV=production with {self.signing_algorithm} needs a signing key: "
-                "USERGRAPH_JWT_PRIVATE_KEY(_FILE), or one made with `usergraph keys generate` in "
-                "USERGRAPH_JWT_KEYS_DIR"
-            )
         if self.is_production and not self.data_keys:
             raise ValueError("USERGRAPH_DATA_KEYS is required when USERGRAPH_ENV=production")
         return self
@@ -363,6 +351,24 @@ class Settings(BaseSettings):
                 "write emails (with their links) to the log instead of sending them"
             )
         return self
+
+    def missing_signing_key(self) -> str | None:
+        """Why production cannot sign tokens, if it cannot: ES256/EdDSA with no private key
+        and no key in the directory. (Not a validator: `usergraph keys generate` runs with
+        these settings to make the first key.)"""
+        if (
+            self.is_production
+            and self.signing_algorithm != "HS256"
+            and self.jwt_private_key is None
+            and self.jwt_private_key_file is None
+            and not any(self.jwt_keys_dir.glob("*.json"))
+        ):
+            return (
+                f"USERGRAPH_ENV=production with {self.signing_algorithm} needs a signing key: "
+                "USERGRAPH_JWT_PRIVATE_KEY(_FILE), or one made with `usergraph keys generate` "
+                "in USERGRAPH_JWT_KEYS_DIR"
+            )
+        return None
 
     @property
     def signing_algorithm(self) -> Literal["HS256", "ES256", "EdDSA"]:

@@ -36,11 +36,17 @@ async def discovery(request: Request) -> Response:
     tokens), so the provider fields are absent, not faked."""
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
-    keys = runtime.policy.tokens.ring.current.verifying(datetime.now(UTC)).values()
+    now = datetime.now(UTC)
+    keys = runtime.policy.tokens.ring.current
+    # What others can verify: the published keys' algorithms (an HS256 secret kept to
+    # verify old tokens inside usergraph is no one else's business), or HS256 alone.
+    published = {key.alg for key in keys.verifying(now).values() if key.asymmetric}
+    signing = keys.signing(now)
+    algorithms = published or ({signing.alg} if signing is not None else set())
     return _public(
         {
             "issuer": settings.jwt_issuer,
             "jwks_uri": settings.public_url.rstrip("/") + JWKS_PATH,
-            "access_token_signing_alg_values_supported": sorted({key.alg for key in keys}),
+            "access_token_signing_alg_values_supported": sorted(algorithms),
         }
     )

@@ -9,7 +9,6 @@ as it was. tests/system/test_federation.py composes the subgraph behind a real g
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +43,6 @@ USER_KEY = 'type User implements Node @key(fields: "id"'
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """The app of this module's gql and sql_counter serves the subgraph."""
     return make_settings(database_url, tmp_path, federation=True)
-
-
-@pytest.fixture(autouse=True)
-def _plain_schema_afterwards() -> Iterator[None]:
-    # Building a subgraph puts @key on the User type (usergraph.schema._user_key); a plain
-    # build takes it off again, so whatever runs after this module sees the plain schema.
-    yield
-    build_schema()
 
 
 def federated_settings(tmp_path: Path) -> Settings:
@@ -196,12 +187,6 @@ async def test_entities_in_one_request_share_one_batch(
     assert counts[1] == counts[5] == counts[40], (counts, sql_counter.statements)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the cost guard (usergraph.guards.cost) counts the fields under _entities once, "
-    "whatever the number of representations, so one request resolves them N times past "
-    "max_query_cost",
-)
 async def test_entities_cost_counts_every_representation(gql: GraphQL) -> None:
     # Per representation: username 1 + sessions 1 + 100 * (edges, node, id, createdAt) = 402,
     # so 30 representations cost over 12,000 against the default maximum of 10,000.
@@ -237,11 +222,6 @@ def test_subgraph_after_the_plain_schema_has_its_key_and_the_plain_stays(tmp_pat
     assert cli.printed_schema() == SNAPSHOT.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _user_key changes the one User definition that every built schema prints "
-    "from, so a plain schema built earlier prints @key once a subgraph is built",
-)
 def test_a_plain_schema_built_before_a_subgraph_still_prints_the_snapshot(
     tmp_path: Path,
 ) -> None:
@@ -250,12 +230,6 @@ def test_a_plain_schema_built_before_a_subgraph_still_prints_the_snapshot(
     assert cli.printed_schema(plain) == SNAPSHOT.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _user_key changes the one User definition that every built schema prints "
-    "from, so a subgraph's _service { sdl } loses User's @key once a plain schema is built "
-    "in the same process (a gateway would then not compose it)",
-)
 def test_a_subgraph_keeps_its_key_when_a_plain_schema_is_built_after(tmp_path: Path) -> None:
     federated = build_schema(federated_settings(tmp_path))
     build_schema()

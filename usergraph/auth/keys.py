@@ -11,7 +11,6 @@ Workers and hosts that share the directory read it again when it changes.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -51,6 +50,9 @@ class SigningKey:
     verifier: Any = field(repr=False)
     created_at: datetime | None = None
     retired_at: datetime | None = None
+    # Published from creation, signing only from here: verifiers holding a cached JWKS have
+    # fetched the new key before the first token it signs reaches them.
+    signs_from: datetime | None = None
 
     @classmethod
     def from_secret(cls, secret: str) -> SigningKey:
@@ -66,6 +68,7 @@ class SigningKey:
         *,
         created_at: datetime | None = None,
         retired_at: datetime | None = None,
+        signs_from: datetime | None = None,
     ) -> SigningKey:
         """An ES256 (P-256) or EdDSA (Ed25519) key from its PKCS#8 PEM private key."""
         data = pem.encode() if isinstance(pem, str) else pem
@@ -85,6 +88,7 @@ class SigningKey:
             verifier=public,
             created_at=created_at,
             retired_at=retired_at,
+            signs_from=signs_from,
         )
 
     @property
@@ -135,10 +139,12 @@ def _public_jwk(alg: Algorithm, public: Any) -> dict[str, str]:
 
 
 def _thumbprint(jwk: Mapping[str, str]) -> str:
-    """RFC 7638: SHA-256 of the required members, sorted, without whitespace; base64url."""
+    """RFC 7638's SHA-256 of the required members (sorted, no whitespace), in hex rather than
+    base64url: a kid then never starts with "-", which a command line would take for an
+    option (`usergraph keys retire <kid>`)."""
     members = {name: jwk[name] for name in ("crv", "kty", "x", "y") if name in jwk}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
-    return str(base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode())
+    return digest.hexdigest()
 
 
 # --- Which keys sign, verify and are published ------------------------------------------------
@@ -152,10 +158,13 @@ class KeySet:
     # How long a retired key must still verify: the longest a token it signed can live.
     overlap: timedelta
 
-    def signing(self) -> SigningKey | None:
-        """The newest key that is not retired (of keys without a date, the last listed)."""
+    def signing(self, now: datetime | None = None) -> SigningKey | None:
+        """The newest key that is not retired and may sign by now (of keys without a date, the
+        last listed); if none may sign yet, the newest live one."""
         live = [key for key in self.keys if key.retired_at is None]
-        return max(reversed(live), key=_created, default=None)
+        moment = now or datetime.now(UTC)
+        ready = [key for key in live if key.signs_from is None or key.signs_from <= moment]
+        return max(reversed(ready or live), key=_created, default=None)
 
     def verifying(self, now: datetime) -> dict[str, SigningKey]:
         return {key.kid: key for key in self.keys if self.in_use(key, now)}
@@ -193,18 +202,19 @@ class KeyDirectory:
                 SigningKey.from_pem(
                     record["private_key"],
                     created_at=datetime.fromisoformat(record["created_at"]),
-                    retired_at=(
-                        datetime.fromisoformat(record["retired_at"])
-                        if record.get("retired_at")
-                        else None
-                    ),
+                    retired_at=_moment(record.get("retired_at")),
+                    signs_from=_moment(record.get("signs_from")),
                 )
             )
         return keys
 
-    def generate(self, alg: Algorithm, now: datetime | None = None) -> SigningKey:
+    def generate(
+        self, alg: Algorithm, now: datetime | None = None, *, delay: timedelta = timedelta(0)
+    ) -> SigningKey:
+        """A new key: published at once, signing after delay."""
+        created = now or datetime.now(UTC)
         pem = new_private_key_pem(alg)
-        key = SigningKey.from_pem(pem, created_at=now or datetime.now(UTC))
+        key = SigningKey.from_pem(pem, created_at=created, signs_from=created + delay)
         self._write(key, pem)
         return key
 
@@ -254,10 +264,15 @@ class KeyDirectory:
             "kid": key.kid,
             "alg": key.alg,
             "created_at": key.created_at.isoformat(),
+            "signs_from": key.signs_from.isoformat() if key.signs_from else None,
             "retired_at": None,
             "private_key": pem,
         }
         _write_atomically(self.path / f"{key.kid}.json", record)
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _write_atomically(file: Path, record: dict[str, Any]) -> None:

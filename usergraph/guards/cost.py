@@ -4,7 +4,9 @@ Every field counts 1 for each time it may be resolved. A connection field (one w
 `last` arguments) is resolved once but its children once per item it may return: their cost is
 multiplied by `last`, else `first`, else the field's default page size (by at least 1, since
 `pageInfo` and `totalCount` still resolve on an empty page). So
-`{ users(first: 50) { edges { node { id } } } }` costs 1 + 50 * (1 + 1 + 1) = 151.
+`{ users(first: 50) { edges { node { id } } } }` costs 1 + 50 * (1 + 1 + 1) = 151. A
+federated subgraph's `_entities(representations: [...])` multiplies its children by the
+number of representations the same way.
 
 The estimate errs high: the branches of `... on User` and `... on Session` under one field both
 count, and fields that execution would merge count once each. Fields skipped by `@skip` or
@@ -34,6 +36,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionNode,
@@ -52,6 +55,9 @@ from usergraph.schema.errors import ErrorCode
 from usergraph.schema.relay import MAX_PAGE_SIZE, page_size_problem
 
 PAGE_SIZE_ARGUMENTS = frozenset({"first", "last"})
+# A federated subgraph's entry point (USERGRAPH_FEDERATION): its children cost once per
+# representation asked for.
+ENTITIES_FIELD = "_entities"
 _META_FIELDS = {
     "__schema": SchemaMetaFieldDef,
     "__type": TypeMetaFieldDef,
@@ -182,6 +188,8 @@ class _Costing:
                         stack.append((None, selection.selection_set, multiplier))
                         continue
                     size = self._page_size(field, selection)
+                    if size is None and selection.name.value == ENTITIES_FIELD:
+                        size = self._representations(selection)
                     below = multiplier if size is None else multiplier * max(size, 1)
                     stack.append((get_named_type(field.type), selection.selection_set, below))
                 elif isinstance(selection, InlineFragmentNode):
@@ -221,6 +229,19 @@ class _Costing:
         if isinstance(default, int) and not isinstance(default, bool):
             return default
         return MAX_PAGE_SIZE
+
+    def _representations(self, node: FieldNode) -> int:
+        """How many entities a federation `_entities` call asks for: one result each."""
+        for argument in node.arguments or ():
+            if argument.name.value != "representations":
+                continue
+            value = argument.value
+            if isinstance(value, ListValueNode):
+                return len(value.values)
+            if isinstance(value, VariableNode):
+                given = self.variables.get(value.name.value)
+                return len(given) if isinstance(given, list) else 1
+        return 1
 
     def _value(self, node: ValueNode) -> Any:
         if isinstance(node, VariableNode):
