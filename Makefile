@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
-NODE_TEST_DIRS := tests/system/graphql_http tests/system/browser
+NODE_TEST_DIRS := tests/system/graphql_http tests/system/browser tests/system/jwks \
+	tests/system/federation
 # GraphiQL's bundles (usergraph/graphiql): from npm, pinned by the committed lock file.
 ASSETS_DIR := usergraph/graphiql
 
