@@ -26,11 +26,22 @@ DEFAULT_SCHEMA_FILE = Path("schema.graphql")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn, as `uvicorn.run` would run it, but SIGTERM ends in exit status 0 (uvicorn
+    raises the signal again after its graceful shutdown), and with several workers the
+    supervisor stops listening at once, so new connections are refused while the workers
+    finish what they took (uvicorn's supervisor keeps the socket open until they are gone)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_term(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().handle_term()
 
     if settings.metrics_enabled:
         _metrics_directory(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         "usergraph.app:create_app",
         factory=True,
         host=args.host,
@@ -42,7 +53,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
-    return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # what uvicorn raises again
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    config.load_app()
+    server.run()
+    return 0 if server.started else 3
 
 
 def _metrics_directory(settings: Settings) -> None:

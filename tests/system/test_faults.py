@@ -407,17 +407,6 @@ async def sigterm_in_flight(
     return Shutdown(workers_n, answers, signalled, exit_status, exited_after, probes)
 
 
-UVICORN_RERAISES = (
-    "BUG: with one worker, uvicorn re-raises SIGTERM after its graceful shutdown, so "
-    "`usergraph serve` dies of the signal (exit status -15, 143 in a shell), not 0"
-)
-SUPERVISOR_KEEPS_LISTENING = (
-    "BUG: with --workers 2, uvicorn's supervisor keeps the listening socket open while its "
-    "workers drain: new connections are accepted by the kernel and never answered (they hang, "
-    "then are reset when the process exits) instead of being refused"
-)
-
-
 @pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
 def shutdown(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Shutdown:
     workers_n: int = request.param
@@ -435,19 +424,15 @@ def test_sigterm_lets_the_requests_in_flight_complete(shutdown: Shutdown) -> Non
     assert any(a.finished > shutdown.signalled for a in shutdown.answers)
 
 
-def test_sigterm_ends_the_process_with_status_0(
-    shutdown: Shutdown, request: pytest.FixtureRequest
-) -> None:
-    if shutdown.workers == 1:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=UVICORN_RERAISES))
+def test_sigterm_ends_the_process_with_status_0(shutdown: Shutdown) -> None:
+    # uvicorn raises SIGTERM again after its graceful shutdown; usergraph serve exits 0 instead.
     assert shutdown.exit_status == 0
 
 
 def test_sigterm_refuses_new_connections_once_the_listener_is_closed(
-    shutdown: Shutdown, request: pytest.FixtureRequest
+    shutdown: Shutdown,
 ) -> None:
-    if shutdown.workers > 1:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SUPERVISOR_KEEPS_LISTENING))
+    # With workers, the supervisor closes its copy of the listening socket at once.
     first = shutdown.first_refused
     # Refused while the requests in flight were still being answered, not only once they
     # were done and the process was going.
