@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import NamedTuple, Self
 
 import jwt
 import pytest
@@ -15,14 +16,20 @@ import pytest
 from tests.client import serving
 from tests.environment import TEST_DATA_KEY, TEST_SIGNING_KEY
 from usergraph import cli
-from usergraph.auth.keys import RELOAD_SECONDS, KeyDirectory, SigningKey
+from usergraph.app import create_app
+from usergraph.auth import keys as keys_module
+from usergraph.auth.keys import RELOAD_SECONDS, KeyDirectory, KeySet, SigningKey
 from usergraph.runtime import token_codec
 from usergraph.settings import Settings
-from usergraph.wellknown import JWKS_PATH
+from usergraph.wellknown import CACHE_SECONDS, DISCOVERY_PATH, JWKS_PATH
 
+# A kid is the RFC 7638 thumbprint's SHA-256 digest in lowercase hex.
+KID = r"[0-9a-f]{64}"
 GENERATED = re.compile(
-    r"^generated (ES256|EdDSA) key ([A-Za-z0-9_-]{43}): it signs new tokens from now on\n$"
+    rf"^generated (ES256|EdDSA) key ({KID}): published now, signs new tokens from "
+    r"(now|at (\S+))\n$"
 )
+PENDING = "published, signs from "
 
 
 @pytest.fixture
@@ -45,13 +52,43 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def generate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
-    """Run `keys generate`; return the algorithm and kid it printed."""
+class Generated(NamedTuple):
+    alg: str
+    kid: str
+    signs_from: datetime | None  # None: "signs new tokens from now"
+
+
+def generate(capsys: pytest.CaptureFixture[str], *args: str) -> Generated:
+    """Run `keys generate`; return the algorithm, kid and signing time it printed."""
     code, out, err = run(capsys, "generate", *args)
     assert (code, err) == (0, ""), err
     match = GENERATED.match(out)
     assert match, out
-    return match.group(1), match.group(2)
+    at = match.group(4)
+    return Generated(match.group(1), match.group(2), datetime.fromisoformat(at) if at else None)
+
+
+def record_of(directory: Path, kid: str) -> dict[str, str | None]:
+    record: dict[str, str | None] = json.loads((directory / f"{kid}.json").read_text())
+    return record
+
+
+def statuses(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    return {row[0]: row[3] for row in listed(capsys)}
+
+
+def signing_kid(keys: KeySet, now: datetime) -> str:
+    key = keys.signing(now)
+    assert key is not None, "no key signs"
+    return key.kid
+
+
+class Later(datetime):
+    """The key module's clock, the JWKS cache time ahead: when a key generated now signs."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> Self:
+        return cls.fromtimestamp(time.time() + CACHE_SECONDS, tz)
 
 
 def listed(capsys: pytest.CaptureFixture[str]) -> list[list[str]]:
@@ -63,14 +100,18 @@ def listed(capsys: pytest.CaptureFixture[str]) -> list[list[str]]:
 def test_generate_makes_an_es256_key_by_default(
     keys_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    alg, kid = generate(capsys)
+    alg, kid, signs_from = generate(capsys)
     assert alg == "ES256"
+    # The first key: nothing else could sign, so it signs at once.
+    assert signs_from is None
     file = keys_env / f"{kid}.json"
     assert file.stat().st_mode & 0o777 == 0o600
     assert keys_env.stat().st_mode & 0o777 == 0o700
     record = json.loads(file.read_text())
     assert record["alg"] == "ES256" and record["retired_at"] is None
+    assert record["signs_from"] == record["created_at"]
     assert SigningKey.from_pem(record["private_key"]).kid == kid
+    assert statuses(capsys) == {kid: "signing"}
     # The private key is in the file, never on the terminal.
     assert "PRIVATE KEY" not in capsys.readouterr().out
 
@@ -92,7 +133,7 @@ def test_generate_writes_to_the_configured_directory(
 ) -> None:
     elsewhere = tmp_path / "shared" / "keys"
     monkeypatch.setenv("USERGRAPH_JWT_KEYS_DIR", str(elsewhere))
-    _alg, kid = generate(capsys, "--algorithm", "EdDSA")
+    kid = generate(capsys, "--algorithm", "EdDSA").kid
     assert [file.name for file in elsewhere.iterdir()] == [f"{kid}.json"]
     assert not keys_env.exists()
 
@@ -114,18 +155,110 @@ def test_an_unknown_algorithm_is_refused(
         pytest.param({"USERGRAPH_JWT_ALGORITHM": "HS256"}, id="algorithm HS256"),
     ],
 )
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param([], id="no option"),
+        pytest.param(["--algorithm", "ES256"], id="--algorithm ES256"),
+        pytest.param(["--algorithm", "EdDSA", "--now"], id="--algorithm EdDSA --now"),
+    ],
+)
 def test_generate_with_hs256_configured_is_refused(
     keys_env: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     variables: dict[str, str],
+    options: list[str],
 ) -> None:
+    # Tokens are HS256 here: a key pair would be published but never sign, even if asked for.
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    code, out, err = run(capsys, "generate")
+    code, out, err = run(capsys, "generate", *options)
     assert code == 2 and out == ""
-    assert err == "error: HS256 keys are shared secrets: set USERGRAPH_SIGNING_KEY\n"
+    assert err == (
+        "error: tokens are HS256 here (USERGRAPH_SIGNING_KEY): set "
+        "USERGRAPH_JWT_ALGORITHM=ES256 or EdDSA to sign with a key pair\n"
+    )
     assert not keys_env.exists()
+
+
+def test_generate_beside_an_hs256_secret_once_the_algorithm_is_a_key_pair(
+    keys_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Moving from HS256: the secret stays to verify old tokens, the pair signs.
+    monkeypatch.setenv("USERGRAPH_SIGNING_KEY", TEST_SIGNING_KEY)
+    monkeypatch.setenv("USERGRAPH_JWT_ALGORITHM", "EdDSA")
+    alg, kid, signs_from = generate(capsys)
+    assert (alg, signs_from) == ("EdDSA", None)
+    assert [key.kid for key in KeyDirectory(keys_env).load()] == [kid]
+
+
+def test_a_new_key_is_published_at_once_and_signs_after_the_jwks_cache_time(
+    keys_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Verifiers may keep the JWKS for CACHE_SECONDS: a token signed with a key they have not
+    # fetched yet would be refused, so the new key signs only that much later.
+    assert CACHE_SECONDS == 300
+    first = generate(capsys).kid
+    before = datetime.now(UTC)
+    alg, second, signs_from = generate(capsys)
+    assert signs_from is not None
+    record = record_of(keys_env, second)
+    assert record["created_at"] is not None and record["retired_at"] is None
+    created = datetime.fromisoformat(record["created_at"])
+    assert before <= created <= datetime.now(UTC)
+    assert signs_from == created + timedelta(seconds=CACHE_SECONDS)
+    assert record["signs_from"] == signs_from.isoformat()
+
+    # `keys list` says so, and the servers (with the same settings) agree: the first key
+    # signs until then, the second one from then on; both are published from now.
+    assert statuses(capsys) == {first: "signing", second: f"{PENDING}{signs_from.isoformat()}"}
+    ring = token_codec(Settings(_env_file=None)).ring.current  # type: ignore[call-arg]
+    assert {key.kid for key in ring.keys} == {first, second}
+    assert signing_kid(ring, datetime.now(UTC)) == first
+    assert signing_kid(ring, signs_from - timedelta(microseconds=1)) == first
+    assert signing_kid(ring, signs_from) == second
+    assert [jwk["kid"] for jwk in ring.jwks(datetime.now(UTC))["keys"]] == [second, first]
+    assert alg == "ES256"
+
+
+def test_generate_now_signs_at_once(keys_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = generate(capsys).kid
+    _alg, pending, pending_from = generate(capsys)
+    alg, second, signs_from = generate(capsys, "--now", "--algorithm", "EdDSA")
+    assert (alg, signs_from) == ("EdDSA", None)
+    record = record_of(keys_env, second)
+    assert record["signs_from"] == record["created_at"]
+    assert pending_from is not None
+    assert statuses(capsys) == {
+        second: "signing",
+        pending: f"{PENDING}{pending_from.isoformat()}",
+        first: "verifying",
+    }
+
+
+def test_a_directory_without_a_live_key_gets_one_that_signs_at_once(
+    keys_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only retired keys: nothing signs but the new key, so there is nothing to wait for.
+    directory = KeyDirectory(keys_env)
+    old = directory.generate("ES256", now=datetime.now(UTC) - timedelta(days=1))
+    directory.retire(old.kid)
+    _alg, kid, signs_from = generate(capsys)
+    assert signs_from is None
+    assert statuses(capsys)[kid] == "signing"
+
+
+def test_retiring_the_signing_key_while_the_new_one_waits_makes_the_new_one_sign(
+    keys_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With no live key ready to sign, the newest live key signs (nothing else could).
+    first = generate(capsys).kid
+    second = generate(capsys).kid
+    assert run(capsys, "retire", first)[0] == 0
+    listing = statuses(capsys)
+    assert listing[second] == "signing"
+    assert listing[first].startswith("retired, published until ")
 
 
 def test_list_shows_every_key_newest_first_and_what_it_does(
@@ -142,21 +275,42 @@ def test_list_shows_every_key_newest_first_and_what_it_does(
     retired_at = now - timedelta(seconds=30)
     directory.retire(retired.kid, now=retired_at)
     older = directory.generate("ES256", now=now - timedelta(hours=1))
-    newest = directory.generate("EdDSA", now=now - timedelta(minutes=1))
+    newest = directory.generate("EdDSA", now=now - timedelta(minutes=10))
+    # Waited long enough: it signs. Not yet: it is published only.
+    waited = directory.generate(
+        "EdDSA", now=now - timedelta(minutes=8), delay=timedelta(seconds=CACHE_SECONDS)
+    )
+    pending = directory.generate("ES256", now=now, delay=timedelta(seconds=CACHE_SECONDS))
+    assert pending.signs_from == now + timedelta(seconds=CACHE_SECONDS)
 
     rows = listed(capsys)
     assert [row[0].split()[0] for row in rows] == [
+        pending.kid,
+        waited.kid,
         newest.kid,
         older.kid,
         retired.kid,
         long_gone.kid,
     ]
+    for row in rows:
+        assert re.fullmatch(KID, row[0]), row
     by_kid = {row[0]: row for row in rows}
-    assert by_kid[newest.kid] == [
-        newest.kid,
+    assert by_kid[pending.kid] == [
+        pending.kid,
+        "ES256",
+        f"created {now.isoformat()}",
+        f"{PENDING}{pending.signs_from.isoformat()}",
+    ]
+    assert by_kid[waited.kid] == [
+        waited.kid,
+        "EdDSA",
+        f"created {waited.created_at.isoformat()}",  # type: ignore[union-attr]
+        "signing",
+    ]
+    assert by_kid[newest.kid][1:] == [
         "EdDSA",
         f"created {newest.created_at.isoformat()}",  # type: ignore[union-attr]
-        "signing",
+        "verifying",
     ]
     assert by_kid[older.kid][1:] == [
         "ES256",
@@ -181,8 +335,9 @@ def test_list_shows_every_key_newest_first_and_what_it_does(
 def test_retire_stops_a_key_signing(
     keys_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _alg, old = generate(capsys)
-    _alg, new = generate(capsys)
+    old = generate(capsys).kid
+    new = generate(capsys, "--now").kid
+    assert statuses(capsys) == {new: "signing", old: "verifying"}
     code, out, err = run(capsys, "retire", old)
     assert (code, err) == (0, "")
     assert out == (
@@ -190,9 +345,9 @@ def test_retire_stops_a_key_signing(
     )
     record = json.loads((keys_env / f"{old}.json").read_text())
     assert datetime.fromisoformat(record["retired_at"]) <= datetime.now(UTC)
-    statuses = {row[0]: row[3] for row in listed(capsys)}
-    assert statuses[new] == "signing"
-    assert statuses[old].startswith("retired, published until ")
+    listing = statuses(capsys)
+    assert listing[new] == "signing"
+    assert listing[old].startswith("retired, published until ")
     # Retiring it again changes nothing.
     assert run(capsys, "retire", old)[0] == 0
     assert json.loads((keys_env / f"{old}.json").read_text()) == record
@@ -201,13 +356,13 @@ def test_retire_stops_a_key_signing(
 def test_retiring_the_only_live_key_is_refused(
     keys_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _alg, first = generate(capsys)
+    first = generate(capsys).kid
     code, out, err = run(capsys, "retire", first)
     assert (code, out) == (1, "")
     assert err == "error: this is the only live key; generate a new one first\n"
     assert json.loads((keys_env / f"{first}.json").read_text())["retired_at"] is None
     # With a second key, the first may go; then the second is the only live one.
-    _alg, second = generate(capsys)
+    second = generate(capsys).kid
     assert run(capsys, "retire", first)[0] == 0
     code, _out, err = run(capsys, "retire", second)
     assert code == 1 and "only live key" in err
@@ -225,75 +380,99 @@ def test_retiring_an_unknown_kid_fails(keys_env: Path, capsys: pytest.CaptureFix
     assert all(key.retired_at is None for key in KeyDirectory(keys_env).load())
 
 
-def make_key_whose_kid_starts_with_a_dash(directory: Path, scratch: Path) -> str:
-    """A key in directory whose thumbprint (base64url) starts with "-": 1 key in 64."""
-    maker = KeyDirectory(scratch)
-    for _ in range(5000):
-        key = maker.generate("ES256")
-        file = scratch / f"{key.kid}.json"
-        if key.kid.startswith("-"):
-            directory.mkdir(mode=0o700, exist_ok=True)
-            shutil.move(file, directory / file.name)
-            return key.kid
-        file.unlink()
-    raise AssertionError("no kid starting with '-' in 5,000 keys")
-
-
-def test_a_kid_starting_with_a_dash_can_be_retired_after_double_dash(
+def test_kids_are_64_hex_characters_and_retire_as_listed(
     keys_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    kid = make_key_whose_kid_starts_with_a_dash(keys_env, tmp_path / "scratch")
-    generate(capsys)
-    assert run(capsys, "retire", "--", kid)[0] == 0
+    # In base64url, 1 kid in 64 started with "-", and `usergraph keys retire <kid>` as `keys
+    # list` printed it failed in argparse. In hex, no kid starts with "-", of many keys.
+    maker = KeyDirectory(tmp_path / "scratch")
+    kids = [maker.generate(alg).kid for alg in ("ES256", "EdDSA") for _ in range(300)]
+    for kid in kids:
+        assert re.fullmatch(KID, kid), kid
+    assert len(set(kids)) == len(kids)
+    assert sorted(file.stem for file in maker.path.glob("*.json")) == sorted(kids)
+
+    for _ in range(4):
+        generate(capsys)
+    listing = listed(capsys)
+    assert len(listing) == 4
+    # Each kid as listed, pasted as it is (the first three; the last would be the only live
+    # key), and once more after "--".
+    for row in listing[:3]:
+        kid = row[0]
+        assert re.fullmatch(KID, kid), row
+        code, out, err = run(capsys, "retire", kid)
+        assert (code, err) == (0, ""), err
+        assert out.startswith(f"retired {kid}: ")
+    assert run(capsys, "retire", "--", listing[0][0])[0] == 0
+    retired = {row[0] for row in listing[:3]}
+    for key in KeyDirectory(keys_env).load():
+        assert (key.retired_at is not None) == (key.kid in retired), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SystemExit,
-    reason="BUG: a kid is base64url and starts with '-' once in 64 keys; `usergraph keys "
-    "retire <kid>` as `keys list` prints it then fails in argparse ('the following arguments "
-    "are required: kid', exit 2) unless the operator knows to write `--` first",
-)
-def test_a_kid_starting_with_a_dash_can_be_retired_as_listed(
-    keys_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    kid = make_key_whose_kid_starts_with_a_dash(keys_env, tmp_path / "scratch")
-    generate(capsys)
-    assert run(capsys, "retire", kid)[0] == 0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with USERGRAPH_ENV=production and ES256/EdDSA, Settings refuses an empty key "
-    "directory and tells the operator to run `usergraph keys generate`, but that command "
-    "builds the same Settings first and exits 2 with the same error: the first production key "
-    "can only be made outside production settings",
-)
-def test_generate_makes_the_first_key_of_a_production_deployment(
-    keys_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
     monkeypatch.setenv("USERGRAPH_MAILER", "log")
-    code, out, err = run(capsys, "generate")
-    assert (code, err) == (0, ""), err
-    assert GENERATED.match(out)
-    assert len(list(keys_env.glob("*.json"))) == 1
+
+
+def test_generate_makes_the_first_key_of_a_production_deployment(
+    keys_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    production(monkeypatch)
+    served: list[Settings] = []
+    monkeypatch.setattr(cli, "_serve", lambda _args, settings: served.append(settings) or 0)
+    # With no key, the settings load (so `keys` runs), but serving and the app refuse.
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    problem = settings.missing_signing_key()
+    assert problem is not None and "with ES256 needs a signing key" in problem
+    assert "usergraph keys generate" in problem
+    assert cli.main(["serve"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"error: {problem}\n")
+    assert served == []
+    with pytest.raises(RuntimeError) as refused:
+        create_app(settings)
+    assert str(refused.value) == problem
+    assert listed(capsys) == []
+
+    # `usergraph keys generate` makes the first key, which signs at once...
+    alg, kid, signs_from = generate(capsys)
+    assert (alg, signs_from) == ("ES256", None)
+    assert [file.stem for file in keys_env.glob("*.json")] == [kid]
+    assert statuses(capsys) == {kid: "signing"}
+    # ...and the server would start with it.
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.missing_signing_key() is None
+    app = create_app(settings)
+    assert app is not None
+    assert cli.main(["serve"]) == 0
+    assert capsys.readouterr() == ("", "")
+    [used] = served
+    assert used.is_production and used.missing_signing_key() is None
 
 
 def test_production_lists_and_rotates_once_it_has_a_key(
     keys_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = KeyDirectory(keys_env).generate("ES256")
-    monkeypatch.setenv("USERGRAPH_ENV", "production")
-    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
-    monkeypatch.setenv("USERGRAPH_MAILER", "log")
-    _alg, second = generate(capsys)
+    production(monkeypatch)
+    _alg, second, signs_from = generate(capsys)
+    assert signs_from is not None
+    assert statuses(capsys) == {
+        first.kid: "signing",
+        second: f"{PENDING}{signs_from.isoformat()}",
+    }
     assert run(capsys, "retire", first.kid)[0] == 0
-    statuses = {row[0]: row[3] for row in listed(capsys)}
-    assert statuses.keys() == {first.kid, second}
-    assert statuses[second] == "signing"
-    assert statuses[first.kid].startswith("retired, published until ")
+    listing = statuses(capsys)
+    assert listing.keys() == {first.kid, second}
+    assert listing[second] == "signing"
+    assert listing[first.kid].startswith("retired, published until ")
+
+
+def kid_of(token: str) -> str:
+    kid: str = jwt.get_unverified_header(token)["kid"]
+    return kid
 
 
 async def test_an_app_signs_with_the_keys_the_cli_manages(
@@ -308,17 +487,37 @@ async def test_an_app_signs_with_the_keys_the_cli_manages(
     [first] = KeyDirectory(tmp_path / "keys").load()
     async with serving(database_url, tmp_path, signing_key=None, jwt_algorithm="ES256") as gql:
         # A live key exists: the app makes none of its own, and signs with the CLI's.
-        account = await gql.register(f"cli{first.kid[:8].lower().replace('-', 'x')}")
-        assert jwt.get_unverified_header(account.access_token)["kid"] == first.kid
+        account = await gql.register(f"cli{first.kid[:8]}")
+        assert kid_of(account.access_token) == first.kid
+
+        # A second key is published as soon as the ring looks at the directory...
         assert cli.main(["keys", "generate"]) == 0
-        assert cli.main(["keys", "retire", first.kid]) == 0
         ring = gql.app.state.runtime.policy.tokens.ring
         ring.reload()  # what the ring does by itself within RELOAD_SECONDS
-        [second] = [key for key in ring.current.keys if key.retired_at is None]
-        assert second.alg == "ES256"
-        again = await gql.login(account.username)
-        assert jwt.get_unverified_header(again["accessToken"])["kid"] == second.kid
+        [second] = [key for key in ring.current.keys if key.kid != first.kid]
+        assert second.alg == "ES256" and second.created_at is not None
+        assert second.signs_from == second.created_at + timedelta(seconds=CACHE_SECONDS)
         jwks = (await gql.client.get(JWKS_PATH)).json()
         assert [jwk["kid"] for jwk in jwks["keys"]] == [second.kid, first.kid]
-        me = await gql.ok("{ me { username } }", token=account.access_token)
-        assert me["me"]["username"] == account.username
+        discovery = (await gql.client.get(DISCOVERY_PATH)).json()
+        assert discovery["access_token_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+        # ...but the first one keeps signing until verifiers' cached JWKS have the second...
+        waiting = await gql.login(account.username)
+        assert kid_of(waiting["accessToken"]) == first.kid
+        # ...and once the cache time is over, the second one signs.
+        with monkeypatch.context() as later:
+            later.setattr(keys_module, "datetime", Later)
+            signed = await gql.login(account.username)
+        assert kid_of(signed["accessToken"]) == second.kid
+
+        assert cli.main(["keys", "retire", first.kid]) == 0
+        ring.reload()
+        [live] = [key for key in ring.current.keys if key.retired_at is None]
+        assert live.kid == second.kid
+        again = await gql.login(account.username)
+        assert kid_of(again["accessToken"]) == second.kid
+        jwks = (await gql.client.get(JWKS_PATH)).json()
+        assert [jwk["kid"] for jwk in jwks["keys"]] == [second.kid, first.kid]
+        for token in (account.access_token, waiting["accessToken"], signed["accessToken"]):
+            me = await gql.ok("{ me { username } }", token=token)
+            assert me["me"]["username"] == account.username

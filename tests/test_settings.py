@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tests.client import GraphQL, serving
 from tests.environment import TEST_DATA_KEY, make_settings
 from tests.helpers import error_codes
+from usergraph.auth.keys import KeyDirectory, new_private_key_pem
 from usergraph.settings import Settings
 
 STRONG_KEY = "k" * 32
@@ -36,10 +37,42 @@ def test_production_refuses_to_start_without_a_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
+    monkeypatch.setenv("USERGRAPH_MAILER", "log")
     monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
-    monkeypatch.setenv("USERGRAPH_JWT_KEYS_DIR", str(tmp_path / "keys"))
-    with pytest.raises(ValidationError, match="with ES256 needs a signing key"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("USERGRAPH_JWT_KEYS_DIR", str(keys))
+    # ES256 (or EdDSA) with no key anywhere: the settings load, so that `usergraph keys
+    # generate` can run with them and make the first key; serving (`usergraph serve`,
+    # create_app) is what refuses, with this message.
+    for alg in ("ES256", "EdDSA"):
+        monkeypatch.setenv("USERGRAPH_JWT_ALGORITHM", alg)
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        assert settings.signing_algorithm == alg
+        assert settings.missing_signing_key() == (
+            f"USERGRAPH_ENV=production with {alg} needs a signing key: "
+            "USERGRAPH_JWT_PRIVATE_KEY(_FILE), or one made with `usergraph keys generate` in "
+            "USERGRAPH_JWT_KEYS_DIR"
+        )
+    monkeypatch.delenv("USERGRAPH_JWT_ALGORITHM")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    problem = settings.missing_signing_key()
+    assert problem is not None and "with ES256 needs a signing key" in problem
+    # A key in the directory, or a configured private key, is enough.
+    KeyDirectory(keys).generate("ES256")
+    assert Settings(_env_file=None).missing_signing_key() is None  # type: ignore[call-arg]
+    for file in keys.glob("*.json"):
+        file.unlink()
+    key_file = tmp_path / "signing.pem"
+    key_file.write_text(new_private_key_pem("ES256"))
+    monkeypatch.setenv("USERGRAPH_JWT_PRIVATE_KEY_FILE", str(key_file))
+    assert Settings(_env_file=None).missing_signing_key() is None  # type: ignore[call-arg]
+    monkeypatch.delenv("USERGRAPH_JWT_PRIVATE_KEY_FILE")
+    # Development makes its own key when it starts: nothing is missing.
+    monkeypatch.setenv("USERGRAPH_ENV", "development")
+    assert Settings(_env_file=None).missing_signing_key() is None  # type: ignore[call-arg]
+    # HS256 in production still needs its secret in the settings themselves.
+    monkeypatch.setenv("USERGRAPH_ENV", "production")
     monkeypatch.setenv("USERGRAPH_JWT_ALGORITHM", "HS256")
     with pytest.raises(ValidationError, match="USERGRAPH_SIGNING_KEY is required"):
         Settings(_env_file=None)  # type: ignore[call-arg]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,9 @@ async def test_a_shared_secret_beside_a_key_pair_is_not_published(
         assert {key.alg for key in ring.keys} == {"HS256", "ES256"}
         jwks = (await gql.client.get(JWKS_PATH)).json()
         assert [jwk["alg"] for jwk in jwks["keys"]] == ["ES256"]
+        # Nor is its algorithm in the discovery document: no one else can verify HS256 tokens.
+        discovery = (await gql.client.get(DISCOVERY_PATH)).json()
+        assert discovery["access_token_signing_alg_values_supported"] == ["ES256"]
         account = await gql.register(fresh_name())
         assert jwt.get_unverified_header(account.access_token)["alg"] == "ES256"
         verify(account.access_token, jwks)
@@ -225,3 +228,27 @@ async def test_the_jwks_follows_a_rotation(database_url: str, tmp_path: Path) ->
         assert [jwk["kid"] for jwk in jwks["keys"]] == [new.kid, old.kid]  # until it expires
         verify(before.access_token, jwks)
         assert (await gql.ok(ME, token=before.access_token))["me"]["username"] == before.username
+
+
+async def test_a_key_not_yet_signing_is_published_and_in_discovery(
+    database_url: str, tmp_path: Path
+) -> None:
+    # What `usergraph keys generate` makes beside a live key: published at once, signing only
+    # once verifiers' cached JWKS (CACHE_SECONDS) have it.
+    async with app_signing_with(database_url, tmp_path, "ES256") as gql:
+        ring = gql.app.state.runtime.policy.tokens.ring
+        directory = KeyDirectory(tmp_path / "keys")
+        [old] = directory.load()
+        new = directory.generate("EdDSA", delay=timedelta(seconds=CACHE_SECONDS))
+        ring.reload()
+        jwks = (await gql.client.get(JWKS_PATH)).json()
+        assert [jwk["kid"] for jwk in jwks["keys"]] == [new.kid, old.kid]
+        document = (await gql.client.get(DISCOVERY_PATH)).json()
+        assert document["access_token_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+        account = await gql.register(fresh_name())
+        assert jwt.get_unverified_header(account.access_token)["kid"] == old.kid
+        verify(account.access_token, jwks)
+        # From signs_from on, the new key signs: a verifier holding this JWKS already has it.
+        assert new.signs_from is not None
+        signer = ring.current.signing(new.signs_from)
+        assert signer is not None and signer.kid == new.kid

@@ -3,7 +3,8 @@ keys sign, verify and are published, the key directory, the ring that reloads it
 TokenCodec signing and verifying with them.
 
 Thumbprints are computed here from the key's numbers (RFC 7638 spelled out), and checked against
-the Ed25519 example of RFC 8037, not with the code under test.
+the Ed25519 example of RFC 8037, not with the code under test. A kid is the thumbprint's SHA-256
+digest in lowercase hex (RFC 7638 spells it in base64url, which can start with "-").
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -49,10 +51,12 @@ SESSION_ID = uuid.UUID("0f5a3c1e-2b7d-4e8a-9c61-7d2e4b9a1f03")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HS_KEY = SigningKey.from_secret("an-hs256-secret-that-is-long-enough-" + "0123456789" * 3)
 
-# RFC 8037, appendix A.1 and A.3: an Ed25519 key and its RFC 7638 thumbprint.
+# RFC 8037, appendix A.1 and A.3: an Ed25519 key and its RFC 7638 thumbprint (base64url, as
+# the RFC prints it).
 RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
 RFC8037_X = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
 RFC8037_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+HEX_KID = re.compile(r"[0-9a-f]{64}")
 
 
 def b64url(data: bytes) -> str:
@@ -74,12 +78,12 @@ def pem(private: Any) -> str:
 
 def rfc7638(jwk: dict[str, str]) -> str:
     """The thumbprint as RFC 7638 section 3 spells it: the required members in lexicographic
-    order, no whitespace, hashed with SHA-256, base64url without padding."""
+    order, no whitespace, hashed with SHA-256; the digest in lowercase hex (usergraph's kid)."""
     if jwk["kty"] == "EC":
         text = f'{{"crv":"{jwk["crv"]}","kty":"EC","x":"{jwk["x"]}","y":"{jwk["y"]}"}}'
     else:
         text = f'{{"crv":"{jwk["crv"]}","kty":"OKP","x":"{jwk["x"]}"}}'
-    return b64url(hashlib.sha256(text.encode()).digest())
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def p256_jwk(private: ec.EllipticCurvePrivateKey) -> dict[str, str]:
@@ -153,8 +157,8 @@ class FakeMonotonic:
         time.sleep(seconds)
 
 
-def signing_kid(keys: KeySet) -> str:
-    key = keys.signing()
+def signing_kid(keys: KeySet, now: datetime | None = None) -> str:
+    key = keys.signing(now)
     assert key is not None, "no key signs"
     return key.kid
 
@@ -184,12 +188,35 @@ def test_an_eddsa_key_from_pem_has_the_thumbprint_of_rfc_8037() -> None:
     key = SigningKey.from_pem(pem(private))
     assert key.alg == "EdDSA" and key.asymmetric
     assert key.public_jwk()["x"] == RFC8037_X
-    assert key.kid == RFC8037_THUMBPRINT == rfc7638(ed25519_jwk(private))
+    assert key.kid == rfc7638(ed25519_jwk(private))
+    # The RFC's thumbprint, the same digest in hex.
+    assert key.kid == b64url_decode(RFC8037_THUMBPRINT).hex()
+    assert key.kid == "90facafea9b1556698540f70c0117a22ea37bd5cf3ed3c47093c1707282b4b89"
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_kids_are_64_lowercase_hex_characters(alg: Algorithm) -> None:
+    # In base64url, 1 thumbprint in 64 started with "-", which a command line takes for an
+    # option (`usergraph keys retire <kid>`); in hex none does.
+    kids = [new_key(alg).kid for _ in range(500)]
+    for kid in kids:
+        assert HEX_KID.fullmatch(kid), kid
+    assert len(set(kids)) == len(kids)
 
 
 def test_keys_from_pem_keep_their_dates() -> None:
-    key = new_key("ES256", created_at=T0, retired_at=T0 + timedelta(days=1))
-    assert (key.created_at, key.retired_at) == (T0, T0 + timedelta(days=1))
+    key = new_key(
+        "ES256",
+        created_at=T0,
+        signs_from=T0 + timedelta(minutes=5),
+        retired_at=T0 + timedelta(days=1),
+    )
+    assert (key.created_at, key.signs_from, key.retired_at) == (
+        T0,
+        T0 + timedelta(minutes=5),
+        T0 + timedelta(days=1),
+    )
+    assert new_key("ES256").signs_from is None
 
 
 @pytest.mark.parametrize(
@@ -313,6 +340,51 @@ def test_a_key_with_a_date_signs_before_keys_without_one() -> None:
     assert KeySet((other, HS_KEY), OVERLAP).signing() is HS_KEY
 
 
+def test_a_new_key_signs_only_from_its_signs_from() -> None:
+    # Published at once, signing later: until then the newest key that may sign does.
+    old = new_key("ES256", created_at=T0, signs_from=T0)
+    ready = T0 + timedelta(days=1, minutes=5)
+    new = new_key("EdDSA", created_at=T0 + timedelta(days=1), signs_from=ready)
+    for order in ((old, new), (new, old)):
+        keys = KeySet(order, OVERLAP)
+        assert keys.signing(T0 + timedelta(days=1)) is old
+        assert keys.signing(ready - timedelta(microseconds=1)) is old
+        assert keys.signing(ready) is new
+        assert keys.signing(ready + timedelta(days=30)) is new
+        # Published (and verifying) from the start, while the old key still signs.
+        moment = T0 + timedelta(days=1)
+        assert keys.verifying(moment) == {old.kid: old, new.kid: new}
+        assert keys.jwks(moment) == {"keys": [new.public_jwk(), old.public_jwk()]}
+    # A key without signs_from (one from USERGRAPH_JWT_PRIVATE_KEY, an HS256 secret) may sign.
+    undated = new_key("ES256", created_at=T0 + timedelta(days=2))
+    assert KeySet((old, new, undated), OVERLAP).signing(T0 + timedelta(days=1)) is undated
+
+
+def test_signing_uses_the_current_time_when_none_is_given() -> None:
+    now = datetime.now(UTC)
+    old = new_key("ES256", created_at=now - timedelta(days=1), signs_from=now - timedelta(days=1))
+    soon = new_key("ES256", created_at=now, signs_from=now + timedelta(minutes=5))
+    past = new_key("ES256", created_at=now, signs_from=now - timedelta(seconds=1))
+    assert KeySet((old, soon), OVERLAP).signing() is old
+    assert KeySet((old, past), OVERLAP).signing() is past
+
+
+def test_if_no_live_key_may_sign_yet_the_newest_live_one_signs() -> None:
+    retired = new_key("ES256", created_at=T0, signs_from=T0, retired_at=T0 + timedelta(hours=1))
+    later = T0 + timedelta(hours=1)
+    first = new_key("ES256", created_at=later, signs_from=later + timedelta(minutes=5))
+    second = new_key(
+        "EdDSA", created_at=later + timedelta(minutes=1), signs_from=T0 + timedelta(days=1)
+    )
+    keys = KeySet((retired, first, second), OVERLAP)
+    # Nothing else could sign: not the retired key, the newest live one.
+    assert keys.signing(later) is second
+    # Once one may sign, it does.
+    assert keys.signing(later + timedelta(minutes=5)) is first
+    assert keys.signing(T0 + timedelta(days=1)) is second
+    assert KeySet((retired,), OVERLAP).signing(later) is None
+
+
 def test_a_retired_key_verifies_and_is_published_until_its_tokens_expired() -> None:
     retired_at = T0 + timedelta(days=1)
     old = new_key("ES256", created_at=T0, retired_at=retired_at)
@@ -367,12 +439,16 @@ def test_the_key_directory_round_trip(tmp_path: Path) -> None:
     record = json.loads((directory.path / f"{es.kid}.json").read_text())
     assert record["kid"] == es.kid and record["alg"] == "ES256"
     assert record["created_at"] == T0.isoformat() and record["retired_at"] is None
+    # Without a delay, a key signs from when it was made.
+    assert record["signs_from"] == T0.isoformat() and es.signs_from == T0
     assert SigningKey.from_pem(record["private_key"]).kid == es.kid
 
     loaded = {key.kid: key for key in directory.load()}
     assert set(loaded) == {es.kid, ed.kid}
     assert (loaded[es.kid].alg, loaded[es.kid].created_at) == ("ES256", T0)
     assert (loaded[ed.kid].alg, loaded[ed.kid].created_at) == ("EdDSA", T0 + timedelta(hours=1))
+    assert loaded[es.kid].signs_from == T0
+    assert loaded[ed.kid].signs_from == T0 + timedelta(hours=1)
     assert all(key.retired_at is None for key in loaded.values())
     assert signing_kid(KeySet(tuple(loaded.values()), OVERLAP)) == ed.kid
 
@@ -386,6 +462,36 @@ def test_the_key_directory_round_trip(tmp_path: Path) -> None:
     assert mode(directory.path / f"{es.kid}.json") == 0o600
     # Nothing but the key files is left behind: no temporary file, no lock.
     assert sorted(file.name for file in directory.path.iterdir()) == [f.name for f in files]
+
+
+def test_a_key_generated_with_a_delay_signs_from_later(tmp_path: Path) -> None:
+    directory = KeyDirectory(tmp_path / "keys")
+    old = directory.generate("ES256", now=T0)
+    created = T0 + timedelta(days=1)
+    new = directory.generate("EdDSA", now=created, delay=timedelta(minutes=5))
+    assert (new.created_at, new.signs_from) == (created, created + timedelta(minutes=5))
+    record = json.loads((directory.path / f"{new.kid}.json").read_text())
+    assert record["created_at"] == created.isoformat()
+    assert record["signs_from"] == (created + timedelta(minutes=5)).isoformat()
+    [loaded] = [key for key in directory.load() if key.kid == new.kid]
+    assert loaded.signs_from == created + timedelta(minutes=5)
+    keys = KeySet(tuple(directory.load()), OVERLAP)
+    assert signing_kid(keys, created) == old.kid
+    assert signing_kid(keys, created + timedelta(minutes=5)) == new.kid
+    assert keys.jwks(created)["keys"][0]["kid"] == new.kid
+
+
+def test_key_files_without_signs_from_still_load(tmp_path: Path) -> None:
+    # Files written before signs_from existed: such a key signs as soon as it is the newest.
+    directory = KeyDirectory(tmp_path / "keys")
+    key = directory.generate("ES256", now=T0)
+    file = directory.path / f"{key.kid}.json"
+    record = json.loads(file.read_text())
+    del record["signs_from"]
+    file.write_text(json.dumps(record))
+    [loaded] = directory.load()
+    assert (loaded.kid, loaded.created_at, loaded.signs_from) == (key.kid, T0, None)
+    assert KeySet((loaded,), OVERLAP).signing(T0) is loaded
 
 
 def test_retiring_an_unknown_key_raises_key_error(tmp_path: Path) -> None:

@@ -5,9 +5,12 @@ and PyJWT's PyJWKClient.
 
 (a, b) ES256 (the default with no USERGRAPH_SIGNING_KEY) and EdDSA: tokens from register and
        login verify with both; tampered ones, and HS256 ones "signed" with the public key, do not.
-(c) Rotation, with the key directory shared by two workers (SQLite) or by two servers
-    (PostgreSQL): `usergraph keys generate` run beside them; within the reload interval new
-    tokens carry the new kid and both keys are published; `usergraph keys retire` the old one:
+(c) A new key: `usergraph keys generate` beside two workers publishes it on every worker
+    within the reload interval while the old key keeps signing until its signs_from (the JWKS
+    cache time later); a token made with it meanwhile already verifies everywhere.
+(d) Rotation, with the key directory shared by two workers (SQLite) or by two servers
+    (PostgreSQL): `usergraph keys generate --now` run beside them; within the reload interval
+    new tokens carry the new kid and both keys are published; `usergraph keys retire` the old one:
     a token it signed keeps verifying (and `me` works) until it expires, and once the overlap
     that `usergraph keys list` states is over (the access-token lifetime, 30 s, + leeway 0, +
     at most the reload interval) the old key is gone from the JWKS and a token it signs is
@@ -21,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -42,7 +46,7 @@ from tests.client import DEFAULT_PASSWORD
 from tests.environment import TEST_DATABASE_URL, migrate, postgres_database
 from tests.system.processes import CLI, _free_port, _ready, _stop, server_env
 from usergraph.auth.keys import RELOAD_SECONDS
-from usergraph.wellknown import DISCOVERY_PATH, JWKS_PATH
+from usergraph.wellknown import CACHE_SECONDS, DISCOVERY_PATH, JWKS_PATH
 
 pytestmark = pytest.mark.slow
 
@@ -336,7 +340,55 @@ def test_jose_and_pyjwt_verify_the_tokens(jose: Path, tmp_path: Path, alg: str) 
         assert not other["ok"] and other["code"] == "ERR_JWT_CLAIM_VALIDATION_FAILED", other
 
 
-# --- (c) Rotation ---------------------------------------------------------------------------------
+# --- (c) A new key, published before it signs --------------------------------------------------
+
+
+def test_a_new_key_is_published_at_once_and_signs_after_the_cache_time(
+    jose: Path, tmp_path: Path
+) -> None:
+    with database("sqlite", tmp_path) as url, deployment(tmp_path, url, {}, workers=2) as d:
+        [(old,)] = d.jwks_everywhere()
+        jwks_url = d.jwks_url(d.urls[0])
+        d.register("heidi")
+
+        printed = d.keys("generate")
+        generated_at = time.time()
+        match = re.fullmatch(
+            r"generated ES256 key ([0-9a-f]{64}): published now, signs new tokens from at (\S+)\n",
+            printed,
+        )
+        assert match, printed
+        new, signs_from = match.group(1), datetime.fromisoformat(match.group(2))
+        assert new != old
+        # The JWKS cache time after it was made.
+        assert CACHE_SECONDS == 300
+        delay = signs_from.timestamp() - generated_at
+        assert CACHE_SECONDS - 5 <= delay <= CACHE_SECONDS, delay
+        record = d.key_record(new)
+        assert record["signs_from"] == signs_from.isoformat()
+        listing = {line.split()[0]: line for line in d.keys("list").splitlines()}
+        assert listing[old].endswith("  signing"), listing
+        assert listing[new].endswith(f"  published, signs from {signs_from.isoformat()}"), listing
+
+        # Once every worker has looked, all publish it, newest first...
+        wait_until(generated_at + RELOAD_SECONDS + 0.5)
+        assert d.jwks_everywhere() == {(new, old)}
+        document = httpx.get(d.urls[0] + DISCOVERY_PATH, timeout=10).json()
+        assert document["access_token_signing_alg_values_supported"] == ["ES256"]
+        # ...and all still sign with the old key.
+        tokens = [d.login(server, "heidi") for server in d.urls for _ in range(6)]
+        assert {jwt.get_unverified_header(token)["kid"] for token in tokens} == {old}
+        both_verify(jose, jwks_url, tokens[:2])
+        # A token of the new key (made with its file: the servers sign none yet) verifies
+        # already, with usergraph and with the JWKS a verifier fetches now and caches.
+        early = re_signed(tokens[0], record)
+        assert jwt.get_unverified_header(early)["kid"] == new
+        assert d.me_everywhere(early) == {"heidi"}
+        both_verify(jose, jwks_url, [early])
+        assert time.time() < signs_from.timestamp()
+
+
+# --- (d) Rotation ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -386,11 +438,16 @@ def rotate(jose: Path, tmp_path: Path, rotation: Rotation) -> None:
         assert jwt.get_unverified_header(token_a)["kid"] == old
         pyjwt_verify(jwks_url, token_a, kept)
 
-        printed = d.keys("generate")
+        # --now: signing at once (without it, the old key would sign for CACHE_SECONDS more;
+        # test_a_new_key_is_published_at_once_and_signs_after_the_cache_time).
+        printed = d.keys("generate", "--now")
         generated_at = time.time()
         assert printed.startswith(f"generated {rotation.alg} key "), printed
+        assert printed.endswith(": published now, signs new tokens from now\n"), printed
         new = printed.split()[3].rstrip(":")
         assert new != old
+        record_new = d.key_record(new)
+        assert record_new["signs_from"] == record_new["created_at"]
 
         # Within the reload interval, new tokens carry the new kid, and every server and worker
         # accepts them at once (one that has not looked yet does when it meets the kid).
