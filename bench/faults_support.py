@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -262,20 +261,6 @@ def stop_all(server: Server) -> None:
     for pid in pids:
         if alive(pid):
             kill(pid)
-
-
-def connect_refused(port: int) -> bool | None:
-    """True: the port refuses connections; False: a connection was accepted; None: neither
-    within a second (the kernel kept it waiting)."""
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except ConnectionRefusedError:
-            return True
-        except (TimeoutError, OSError):
-            return None
-        return False
 
 
 # --- the client -----------------------------------------------------------------------------
