@@ -288,6 +288,11 @@ async def sigterm(
             row.miss(f"exit status {code}" + (" (killed by SIGTERM)" if code == -15 else ""))
         if exited > graceful + 5:
             row.miss(f"took {exited:.1f} s, the graceful timeout is {graceful} s")
+        elif not past_timeout and exited > draining + 5:
+            row.miss(
+                f"exited {exited - draining:.1f} s after the last request in flight was answered "
+                "(a worker kept waiting for a connection it had not closed)"
+            )
         if past_timeout:
             cut = sum(not a.ok for a in answers)
             row.failed -= cut  # cut at the timeout, as asked
