@@ -168,17 +168,19 @@ async def _open(
         if current is None or not current.is_active:  # disabled meanwhile
             raise account_disabled(user.id)
         current.last_login_at = now
+        left = None
         if method is Method.RECOVERY_CODE:
             left = (await factor_queries.recovery_codes_left(s, [user.id])).get(user.id, 0)
             await outbox.enqueue(
                 s, kind="recovery_code_used", to_address=current.email,
                 username=current.username, codes_left=left,
             )  # fmt: skip
-            log_security_event(
-                "recovery_code_used", level=logging.WARNING, user_id=user.id, codes_left=left
-            )
         signed_in = await open_session(
             s, user=current, roles=await user_queries.role_names_of(s, current.id),
             policy=policy, client=client, now=now, auth_methods=(PASSWORD, ONE_TIME_PASSWORD),
         )  # fmt: skip
+    if left is not None:  # logged once it is true: the transaction committed
+        log_security_event(
+            "recovery_code_used", level=logging.WARNING, user_id=user.id, codes_left=left
+        )
     return signed_in, method
