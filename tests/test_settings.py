@@ -334,3 +334,21 @@ async def test_production_still_explains_request_errors(database_url: str, tmp_p
     assert syntax["errors"][0]["message"].startswith("Syntax Error")
     assert error_codes(unauthenticated) == ["UNAUTHENTICATED"]
     assert unauthenticated["errors"][0]["message"] != "Internal server error"
+
+
+def test_production_wants_a_key_that_is_not_retired(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from usergraph.auth.keys import KeyDirectory
+
+    directory = KeyDirectory(tmp_path / "keys")
+    key = directory.generate("ES256")
+    monkeypatch.setenv("USERGRAPH_ENV", "production")
+    monkeypatch.setenv("USERGRAPH_MAILER", "smtp")
+    monkeypatch.setenv("USERGRAPH_DATA_KEYS", TEST_DATA_KEY)
+    monkeypatch.delenv("USERGRAPH_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("USERGRAPH_JWT_KEYS_DIR", str(directory.path))
+    assert Settings(_env_file=None).missing_signing_key() is None  # type: ignore[call-arg]
+    directory.retire(key.kid)  # every key retired: nothing could sign
+    problem = Settings(_env_file=None).missing_signing_key()  # type: ignore[call-arg]
+    assert problem is not None and "needs a signing key" in problem

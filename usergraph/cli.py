@@ -68,13 +68,13 @@ def _metrics_directory(settings: Settings) -> None:
     emptied first (figures of an earlier run would count again), named in the environment
     that the workers inherit; and, with USERGRAPH_METRICS_PORT, a scrape endpoint of its own,
     served from this (the supervising) process."""
-    import shutil
     import tempfile
 
     if settings.metrics_dir is not None:
         directory = settings.metrics_dir
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, mode=0o700)
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+        for figures in directory.glob("*.db"):  # prometheus-client's files, nothing else
+            figures.unlink()
     else:
         directory = Path(tempfile.mkdtemp(prefix="usergraph-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

@@ -87,7 +87,7 @@ def key_ring(settings: Settings, *, overlap: timedelta) -> KeyRing:
     directory = KeyDirectory(settings.jwt_keys_dir)
     # Production: Settings made sure the directory holds keys; development makes the first.
     keys = directory.load() if settings.is_production else directory.ensure_signing_key(algorithm)
-    return KeyRing([*shared, *keys], overlap=overlap, directory=directory)
+    return KeyRing(keys, overlap=overlap, directory=directory, static=shared)
 
 
 def _same_algorithm(key: SigningKey, algorithm: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -361,7 +362,7 @@ class Settings(BaseSettings):
             and self.signing_algorithm != "HS256"
             and self.jwt_private_key is None
             and self.jwt_private_key_file is None
-            and not any(self.jwt_keys_dir.glob("*.json"))
+            and not self._live_key_in_directory()
         ):
             return (
                 f"USERGRAPH_ENV=production with {self.signing_algorithm} needs a signing key: "
@@ -369,6 +370,16 @@ class Settings(BaseSettings):
                 "in USERGRAPH_JWT_KEYS_DIR"
             )
         return None
+
+    def _live_key_in_directory(self) -> bool:
+        """Whether USERGRAPH_JWT_KEYS_DIR holds a key that is not retired (auth/keys.py)."""
+        for file in self.jwt_keys_dir.glob("*.json"):
+            try:
+                if not json.loads(file.read_text()).get("retired_at"):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     @property
     def signing_algorithm(self) -> Literal["HS256", "ES256", "EdDSA"]:

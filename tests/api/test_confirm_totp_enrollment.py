@@ -19,6 +19,7 @@ from tests.totp import (
     LOGIN,
     START_TOTP,
     STEP,
+    STRICT_LIMIT,
     Clock,
     challenge,
     code,
@@ -320,3 +321,26 @@ async def test_confirm_does_not_touch_login_for_others(gql: GraphQL, clock: Cloc
     data = await gql.ok(LOGIN, {"input": {"login": "bob", "password": DEFAULT_PASSWORD}})
     assert data["login"]["accessToken"]
     assert data["login"]["secondFactorChallenge"] is None
+
+
+async def test_wrong_confirming_codes_lock_the_account(strict: tuple[GraphQL, Clock]) -> None:
+    # A stolen access token must not guess the code of an enrollment left unfinished.
+    gql, clock = strict
+    ann = await gql.register("ann")
+    started = await gql.ok(
+        START_TOTP, {"input": {"password": ann.password}}, token=ann.access_token
+    )
+    secret = started["startTotpEnrollment"]["secret"]
+    answers = []
+    for _ in range(STRICT_LIMIT):
+        data = await gql.ok(
+            CONFIRM_TOTP, {"input": {"code": wrong_code(secret, clock())}}, token=ann.access_token
+        )
+        answers.append(data["confirmTotpEnrollment"]["userErrors"][0]["code"])
+    assert answers == ["INVALID_CODE"] * STRICT_LIMIT
+    locked = await gql.ok(
+        CONFIRM_TOTP, {"input": {"code": code(secret, clock())}}, token=ann.access_token
+    )
+    [error] = locked["confirmTotpEnrollment"]["userErrors"]
+    assert error["code"] == "ACCOUNT_LOCKED"
+    assert (await factors_of(gql, ann))["totpEnabled"] is False

@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 
 from tests.client import DEFAULT_PASSWORD, GraphQL, serving
 from tests.helpers import assert_no_tokens, problems
-from tests.totp import STEP, Clock, Enrolled, code, enroll, install_clock, verify
+from tests.totp import STEP, Clock, Enrolled, challenge, code, enroll, install_clock, verify
 from usergraph.db.engine import Database
 from usergraph.db.models import User
 
@@ -281,3 +281,22 @@ async def test_a_challenge_sets_no_refresh_cookie(database_url: str, tmp_path: P
         assert response.status_code == 200, response.text
         assert_challenge_only(response.json()["data"]["login"])
         assert response.headers.get_list("set-cookie") == []
+
+
+async def test_a_password_change_ends_the_challenges_of_the_old_password(
+    gql: GraphQL, clock: Clock
+) -> None:
+    ann = await gql.register("ann")
+    enrolled = await enroll(gql, ann, unix_time=clock)
+    token = (await challenge(gql, "ann", ann.password))["secondFactorChallenge"]["token"]
+    changed = await gql.ok(
+        """mutation($input: ChangePasswordInput!) { changePassword(input: $input) {
+          userErrors { code } } }""",
+        {"input": {"currentPassword": ann.password, "newPassword": "a brand new passphrase 42"}},
+        token=ann.access_token,
+    )
+    assert changed["changePassword"]["userErrors"] == []
+    clock.advance(30)
+    late = await verify(gql, token, code(enrolled.secret, clock()))
+    assert [e["code"] for e in late["userErrors"]] == ["INVALID_CHALLENGE"]
+    assert late["accessToken"] is None

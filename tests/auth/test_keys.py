@@ -898,3 +898,42 @@ def test_a_ring_with_no_live_key_signs_nothing() -> None:
     codec = codec_for(ring_of(key))
     with pytest.raises(RuntimeError, match="usergraph keys generate"):
         issue(codec)
+
+
+def test_keys_given_outright_survive_every_reload(tmp_path: Path) -> None:
+    # An HS256 secret kept beside a key directory (moving off HS256) still verifies after
+    # the directory changes: a reload must not drop it.
+    directory, _first = directory_with_key(tmp_path)
+    shared = SigningKey.from_secret("an old shared secret that is long enough!!")
+    ring = KeyRing(directory.load(), overlap=OVERLAP, directory=directory, static=[shared])
+    settle()
+    directory.generate("ES256", delay=timedelta(0))
+    ring.reload()
+    kinds = sorted(key.alg for key in ring.current.keys)
+    assert kinds == ["ES256", "ES256", "HS256"]
+    assert shared.kid in ring.current.verifying(datetime.now(UTC))
+
+
+def test_a_directory_that_cannot_be_read_keeps_the_keys_in_use(tmp_path: Path) -> None:
+    directory, first = directory_with_key(tmp_path)
+    ring = KeyRing(directory.load(), overlap=OVERLAP, directory=directory)
+    settle()
+    (directory.path / "half-copied.json").write_text('{"kid": ')  # not JSON yet
+    ring.reload()
+    assert [key.kid for key in ring.current.keys] == [first.kid]
+    (directory.path / "half-copied.json").unlink()
+    settle()
+    directory.generate("ES256", delay=timedelta(0))
+    ring.reload()  # read again once it can be
+    assert len(ring.current.keys) == 2
+
+
+def test_a_stale_lock_does_not_stop_the_first_key(tmp_path: Path) -> None:
+    directory = KeyDirectory(tmp_path / "keys")
+    directory.path.mkdir()
+    lock = directory.path / ".generating"
+    lock.write_text("")
+    old = time.time() - keys_module.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))  # left by a process that died while making a key
+    keys = directory.ensure_signing_key("ES256")
+    assert len(keys) == 1 and keys[0].retired_at is None

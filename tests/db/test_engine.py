@@ -70,3 +70,16 @@ def test_only_a_dead_connection_before_any_write_is_worth_retrying() -> None:
 )
 def test_unreachable_tells_an_outage_from_a_fault(error: BaseException, down: bool) -> None:
     assert unreachable(error) is down
+
+
+@pytest.mark.parametrize(("pre_ping", "retried"), [(False, True), (True, False)])
+def test_a_failed_pre_ping_is_no_reason_to_retry(pre_ping: bool, retried: bool) -> None:
+    # With USERGRAPH_DATABASE_PRE_PING the pool replaces a dead connection by itself; only a
+    # statement that met one makes the request worth running again.
+    from types import SimpleNamespace
+
+    from usergraph.db import engine
+
+    with attempt() as current:
+        engine._note_error(SimpleNamespace(is_disconnect=True, is_pre_ping=pre_ping))  # type: ignore[arg-type]
+    assert current.worth_retrying is retried

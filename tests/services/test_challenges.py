@@ -93,6 +93,7 @@ async def enroll(
     user, codes = await second_factors.confirm_enrollment(
         db=runtime.db,
         outbox=runtime.outbox,
+        throttle=runtime.throttle,
         policy=factors,
         user_id=user_id,
         code=code(enrollment.secret, clock()),

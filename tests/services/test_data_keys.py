@@ -69,8 +69,8 @@ async def enroll_user(
     )  # fmt: skip
     if confirm:
         await second_factors.confirm_enrollment(
-            db=runtime.db, outbox=runtime.outbox, policy=policy, user_id=user.id,
-            code=code(enrollment.secret, totp_clock()),
+            db=runtime.db, outbox=runtime.outbox, throttle=runtime.throttle, policy=policy,
+            user_id=user.id, code=code(enrollment.secret, totp_clock()),
         )  # fmt: skip
     return Enrolled(user.id, user.username, enrollment.secret)
 
@@ -210,8 +210,9 @@ async def test_a_pending_enrollment_can_be_confirmed_after_rotation(
     ann = await enroll_user(runtime, totp_clock, "ann", KEY_A, confirm=False)
     await data_keys.rotate(db=runtime.db, cipher=DataCipher([KEY_B, KEY_A]))
     user, codes = await second_factors.confirm_enrollment(
-        db=runtime.db, outbox=runtime.outbox, policy=factors(runtime, totp_clock, KEY_B),
-        user_id=ann.user_id, code=code(ann.secret, totp_clock()),
+        db=runtime.db, outbox=runtime.outbox, throttle=runtime.throttle,
+        policy=factors(runtime, totp_clock, KEY_B), user_id=ann.user_id,
+        code=code(ann.secret, totp_clock()),
     )  # fmt: skip
     assert user.id == ann.user_id and len(codes) == 10
 

@@ -145,7 +145,12 @@ async def confirm(
     runtime: Runtime, policy: SecondFactorPolicy, user_id: int, code_value: str
 ) -> tuple[User, list[str]]:
     return await second_factors.confirm_enrollment(
-        db=runtime.db, outbox=runtime.outbox, policy=policy, user_id=user_id, code=code_value
+        db=runtime.db,
+        outbox=runtime.outbox,
+        throttle=runtime.throttle,
+        policy=policy,
+        user_id=user_id,
+        code=code_value,
     )
 
 

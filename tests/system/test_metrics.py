@@ -65,6 +65,7 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
     migrate(tmp_path, env)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "counter_999999.db").write_bytes(b"stale")  # an earlier run's
+    (tmp_path / "figures" / "notes.txt").write_text("not prometheus'")  # someone else's
     with run_server(tmp_path, env, "metrics") as (base_url, _process):
         _traffic(base_url, 5)
         assert httpx.get(f"{base_url}/metrics", timeout=10).status_code == 404
@@ -72,3 +73,4 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
     ping = (("operation_name", "Ping"), ("operation_type", "query"))
     assert figures[("usergraph_graphql_requests_total", ping)] == 5
     assert not (tmp_path / "figures" / "counter_999999.db").exists()  # emptied at start
+    assert (tmp_path / "figures" / "notes.txt").exists()  # of its own files only

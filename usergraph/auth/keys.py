@@ -11,8 +11,10 @@ Workers and hosts that share the directory read it again when it changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -32,6 +34,8 @@ ASYMMETRIC: tuple[Algorithm, ...] = ("ES256", "EdDSA")
 RELOAD_SECONDS = 5.0
 # At most this often, a token with a kid the worker does not know makes it look at once.
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
+# Making a key takes milliseconds: a lock file older than this was left by a dead process.
+STALE_LOCK_SECONDS = 10.0
 
 
 def overlap(access_ttl: timedelta, leeway: timedelta) -> timedelta:
@@ -240,6 +244,9 @@ class KeyDirectory:
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                        lock.unlink()  # left by a process that died while making a key
                 time.sleep(0.02)  # another worker is making it
                 continue
             try:
@@ -288,7 +295,8 @@ def _write_atomically(file: Path, record: dict[str, Any]) -> None:
 
 class KeyRing:
     """The key set a process signs and verifies with; for a key directory, read again (at
-    most every RELOAD_SECONDS) when the directory changed."""
+    most every RELOAD_SECONDS) when the directory changed. Keys given outright (HS256
+    secrets, a configured private key) stay whatever the directory holds."""
 
     def __init__(
         self,
@@ -296,10 +304,12 @@ class KeyRing:
         *,
         overlap: timedelta,
         directory: KeyDirectory | None = None,
+        static: Sequence[SigningKey] = (),
     ) -> None:
         self._overlap = overlap
         self._directory = directory
-        self._set = KeySet(tuple(keys), overlap)
+        self._static = tuple(static)
+        self._set = KeySet((*self._static, *keys), overlap)
         self._checked_at = time.monotonic()
         self._looked_for_kid_at = -math.inf
         self._seen = directory.changed_at() if directory else 0.0
@@ -308,30 +318,37 @@ class KeyRing:
     def current(self) -> KeySet:
         if self._directory is not None and time.monotonic() - self._checked_at > RELOAD_SECONDS:
             self._checked_at = time.monotonic()
-            changed = self._directory.changed_at()
-            if changed != self._seen:
-                self._seen = changed
-                self._set = KeySet(tuple(self._directory.load()), self._overlap)
+            self._read_if_changed()
         return self._set
 
     def reload(self) -> None:
         """Read the directory now."""
-        if self._directory is not None:
-            self._checked_at = time.monotonic()
-            self._seen = self._directory.changed_at()
-            self._set = KeySet(tuple(self._directory.load()), self._overlap)
+        self._checked_at = time.monotonic()
+        self._read_if_changed(force=True)
 
     def look_for_new_keys(self) -> None:
         """A token names a kid this worker does not know: perhaps another worker or host signs
         with a key made since the last look. Look now, at most every
         UNKNOWN_KID_RELOAD_SECONDS (tokens with made-up kids cannot make it read the
         directory more often)."""
-        if (
-            self._directory is not None
-            and time.monotonic() - self._looked_for_kid_at > UNKNOWN_KID_RELOAD_SECONDS
-        ):
+        if time.monotonic() - self._looked_for_kid_at > UNKNOWN_KID_RELOAD_SECONDS:
             self._looked_for_kid_at = self._checked_at = time.monotonic()
-            changed = self._directory.changed_at()
-            if changed != self._seen:
-                self._seen = changed
-                self._set = KeySet(tuple(self._directory.load()), self._overlap)
+            self._read_if_changed()
+
+    def _read_if_changed(self, *, force: bool = False) -> None:
+        if self._directory is None:
+            return
+        changed = self._directory.changed_at()
+        if changed == self._seen and not force:
+            return
+        try:
+            keys = self._directory.load()
+        except (OSError, ValueError, KeyError) as error:  # a file half-copied, or no key
+            # Keep the keys in use; look again at the next check, not only at the next change.
+            logging.getLogger("usergraph.keys").error(
+                "key directory %s not read: %s: %s", self._directory.path,
+                type(error).__name__, error,
+            )  # fmt: skip
+            return
+        self._seen = changed
+        self._set = KeySet((*self._static, *keys), self._overlap)

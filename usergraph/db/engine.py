@@ -112,7 +112,8 @@ def _note_statement(conn: Any, *_args: Any) -> None:
 
 def _note_error(context: ExceptionContext) -> None:
     current = _attempt.get()
-    if current is not None and context.is_disconnect:
+    # A failed pre-ping (USERGRAPH_DATABASE_PRE_PING) is recovered by the pool itself.
+    if current is not None and context.is_disconnect and not context.is_pre_ping:
         current.disconnected = True
 
 

@@ -74,10 +74,15 @@ async def delete_factors(session: AsyncSession, user_id: int) -> bool:
     )
     await session.execute(delete(TotpFactor).where(TotpFactor.user_id == user_id))
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    await delete_challenges(session, user_id)
+    return bool(result.rowcount == 1)
+
+
+async def delete_challenges(session: AsyncSession, user_id: int) -> None:
+    """End the user's open login challenges (a password or the factors changed)."""
     await session.execute(
         delete(SecondFactorChallenge).where(SecondFactorChallenge.user_id == user_id)
     )
-    return bool(result.rowcount == 1)
 
 
 async def replace_recovery_codes(

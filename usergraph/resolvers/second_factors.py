@@ -62,6 +62,7 @@ async def confirm_totp_enrollment(
     user, codes = await second_factors.confirm_enrollment(
         db=runtime.db,
         outbox=runtime.outbox,
+        throttle=runtime.throttle,
         policy=runtime.factors,
         user_id=viewer.user.id,
         code=input.code,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from usergraph.auth.passwords import PasswordHasher
 from usergraph.auth.throttle import Rule, Throttle
+from usergraph.db import second_factors as factor_queries
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
@@ -76,6 +77,8 @@ async def store_new_hash(
     )
     for purpose in (email_tokens.RESET_PASSWORD, email_tokens.CHANGE_EMAIL):
         await email_tokens.retire(s, user_id=user.id, purpose=purpose)
+    # A login's second step earned with the old password dies with it.
+    await factor_queries.delete_challenges(s, user.id)
     return updated, ended
 
 

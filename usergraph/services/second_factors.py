@@ -172,9 +172,21 @@ async def _new_recovery_codes(s: AsyncSession, user_id: int) -> list[str]:
 
 
 async def confirm_enrollment(
-    *, db: Database, outbox: Outbox, policy: SecondFactorPolicy, user_id: int, code: str
+    *,
+    db: Database,
+    outbox: Outbox,
+    throttle: Throttle,
+    policy: SecondFactorPolicy,
+    user_id: int,
+    code: str,
 ) -> tuple[User, list[str]]:
-    """Turn TOTP on with a current code of the pending secret; return the recovery codes."""
+    """Turn TOTP on with a current code of the pending secret; return the recovery codes.
+
+    Tries count against the account like any code (a stolen access token must not guess the
+    code of an enrollment its owner left unfinished)."""
+    async with db.read_sessionmaker() as s:
+        user = await get_user_or_reject(s, user_id)
+    await refuse_if_locked(throttle, user, "input", "code")
     async with db.sessionmaker() as s, s.begin():
         user = await get_user_or_reject(s, user_id)
         factor = await factor_queries.get_totp(s, user_id)
@@ -193,6 +205,7 @@ async def confirm_enrollment(
             raise totp_already_enabled()
         codes = await _new_recovery_codes(s, user_id)
         await outbox.enqueue(s, kind="totp_enabled", to_address=user.email, username=user.username)
+    await clear_code_guesses(throttle, user)
     log_security_event("totp_enabled", user_id=user_id)
     outbox.wake()
     return user, codes
