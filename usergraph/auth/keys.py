@@ -170,8 +170,20 @@ class KeySet:
         ready = [key for key in live if key.signs_from is None or key.signs_from <= moment]
         return max(reversed(ready or live), key=_created, default=None)
 
+    # Every key by its kid, made once per set (a token's check is one lookup, on every
+    # signed-in request).
+    _by_kid: dict[str, SigningKey] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_kid", {key.kid: key for key in self.keys})
+
     def verifying(self, now: datetime) -> dict[str, SigningKey]:
         return {key.kid: key for key in self.keys if self.in_use(key, now)}
+
+    def verifier(self, kid: str, now: datetime) -> SigningKey | None:
+        """The key that verifies tokens naming kid, if it is in use."""
+        key = self._by_kid.get(kid)
+        return key if key is not None and self.in_use(key, now) else None
 
     def in_use(self, key: SigningKey, now: datetime) -> bool:
         return key.retired_at is None or now < key.retired_at + self.overlap

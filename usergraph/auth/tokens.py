@@ -162,10 +162,11 @@ class TokenCodec:
             kid = jwt.get_unverified_header(token).get("kid")
             if not isinstance(kid, str):
                 raise InvalidAccessToken("unknown signing key")
-            key = self.ring.current.verifying(datetime.now(UTC)).get(kid)
+            now = datetime.now(UTC)
+            key = self.ring.current.verifier(kid, now)
             if key is None:
                 self.ring.look_for_new_keys()
-                key = self.ring.current.verifying(datetime.now(UTC)).get(kid)
+                key = self.ring.current.verifier(kid, now)
             if key is None:
                 raise InvalidAccessToken("unknown signing key")
             claims = jwt.decode(
