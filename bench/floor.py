@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import uvicorn
 from sqlalchemy import Integer, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -97,8 +98,8 @@ class Refused(Exception):
 
 
 def _dumps(value: Any) -> bytes:
-    # What Strawberry's view does (encode_json), so the bytes match.
-    return json.dumps(value, separators=(",", ":")).encode()
+    # What usergraph's view does (usergraph.http encode_json), so the bytes match.
+    return orjson.dumps(value)
 
 
 def _graphql_error(message: str, code: str, path: str) -> dict[str, Any]:

@@ -104,9 +104,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     extensions = schema_extensions(settings)
     if provider is not None:
         extensions.append(tracing.schema_extension(provider))
+    schema = build_schema(settings, extensions=extensions)
+    if runtime.documents.trusted is not None:
+        problem = runtime.documents.trusted.problem(schema._schema)
+        if problem:
+            raise RuntimeError(f"{settings.trusted_documents}: {problem}")
     graphql = GraphQLApp(
-        build_schema(settings, extensions=extensions),
+        schema,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        documents=runtime.documents,
     )
     middleware = [
         Middleware(SecurityHeadersMiddleware, hsts=settings.cookies_secure),

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException, parse_content_type
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,6 +37,7 @@ from strawberry.types.unset import UNSET
 from usergraph import graphiql, metrics
 from usergraph.context import Context, get_context
 from usergraph.db.engine import attempt
+from usergraph.guards.documents import DocumentRefused, Documents
 from usergraph.guards.masking import UNAVAILABLE_RETRY_AFTER, coded_errors
 from usergraph.guards.text import NUL_MESSAGE
 from usergraph.schema.errors import ErrorCode
@@ -135,10 +138,39 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+class RefusedDocument(HTTPException):
+    """A persisted-query hash or a document this server does not run (guards/documents.py)."""
+
+    def __init__(self, refused: DocumentRefused) -> None:
+        super().__init__(refused.status, refused.message)
+        self.code = refused.code
+
+
+@dataclass
+class NamedRequestData(GraphQLRequestData):
+    """A request's data, with the hash to keep its document under once it validated."""
+
+    remember: str | None = None
+
+
+def failed_before_execution(result: ExecutionResult) -> bool:
+    """Parsing, validation or variable coercion failed, and execution never started: no data,
+    and no error with a path (errors raised while executing carry their field's)."""
+    return (
+        result.data is None
+        and bool(result.errors)
+        and all(error.path is None for error in result.errors or ())
+    )
+
+
 log = logging.getLogger("usergraph.http")
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    def __init__(self, *args: Any, documents: Documents, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.documents = documents
+
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """Answer the request; once more when a dead pooled connection (the database restarted)
         failed it before any of its writes reached the database. Reads are retried wherever
@@ -171,6 +203,13 @@ class GraphQLApp(GraphQL[Context, None]):
         if isinstance(error, BadVariables):
             code = ErrorCode.BAD_USER_INPUT
             status = 400 if media_type == GRAPHQL_RESPONSE_JSON else 200
+        elif isinstance(error, RefusedDocument):
+            code = error.code
+            if code == ErrorCode.PERSISTED_QUERY_NOT_FOUND:
+                # Not an answer to keep: the client sends the query next, under the same URL.
+                headers["cache-control"] = "private, no-cache, must-revalidate"
+                if media_type != GRAPHQL_RESPONSE_JSON:
+                    status = 200  # what Apollo's and urql's clients expect
         elif isinstance(error.__cause__, InvalidOperationTypeError):
             # Only a mutation sent with GET: POST allows every operation type.
             status, message = 405, "Mutations must be sent with POST."
@@ -187,7 +226,13 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         # Without GraphiQL a GET with no query is a request error, not Strawberry's bare 404.
-        return self.graphql_ide is not None and super().should_render_graphql_ide(request)
+        # A GET that names a persisted query by its hash has extensions and no query: Apollo's
+        # client sends it with Accept: */*, and it wants the document's answer, not the page.
+        return (
+            self.graphql_ide is not None
+            and request.query_params.get("extensions") is None
+            and super().should_render_graphql_ide(request)
+        )
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         if response_media_type(request.headers.get("accept")) is None:
@@ -214,14 +259,50 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(400, "The request body must be a JSON object.")
         _refuse_nul(params)
         query = _parameter(params, "query", str, "a string (a GraphQL document)")
-        if not query:
+        extensions = _parameter(params, "extensions", dict, _OBJECT)
+        try:
+            named = self.documents.named(query or None, extensions)
+        except DocumentRefused as refused:
+            raise RefusedDocument(refused) from None
+        if named is None:
             raise HTTPException(400, "The `query` parameter (a GraphQL document) is missing.")
-        return GraphQLRequestData(
-            query=query,
+        return NamedRequestData(
+            query=named.query,
             variables=_parameter(params, "variables", dict, _OBJECT),
             operation_name=_parameter(params, "operationName", str, "a string or null"),
-            extensions=_parameter(params, "extensions", dict, _OBJECT),
+            extensions=extensions,
+            remember=named.remember,
         )
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        result = await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+        if (
+            isinstance(request_data, NamedRequestData)
+            and request_data.remember is not None
+            and not failed_before_execution(result)
+        ):
+            assert request_data.query is not None
+            self.documents.remember(request_data.remember, request_data.query)
+        return result
+
+    def encode_json(self, data: object) -> str | bytes:
+        """Response bodies with orjson (UTF-8, compact, as Strawberry's are compact); what it
+        refuses and the standard library takes (a lone surrogate, an integer past 64 bits)
+        goes to Strawberry's json.dumps instead."""
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return super().encode_json(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         # Strawberry's turns only JSONDecodeError into a 400; these would be 500s.
@@ -253,13 +334,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        # Errors raised while executing carry the path of their field. No data and no paths:
-        # parsing, validation or variable coercion failed, and execution never started.
-        failed_before_execution = (
-            result.data is None
-            and bool(result.errors)
-            and all(error.path is None for error in result.errors or ())
-        )
+        failed = failed_before_execution(result)
         if result.errors:
             request_id = getattr(request.state, "request_id", None)
             expose = request.app.state.runtime.settings.internal_errors_exposed
@@ -268,7 +343,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 str((error.extensions or {}).get("code")) for error in result.errors
             )
         response = process_result(result)
-        if failed_before_execution:
+        if failed:
             del response["data"]
         return response
 

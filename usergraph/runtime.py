@@ -14,6 +14,7 @@ from usergraph.auth.throttle import Rule, Throttle
 from usergraph.auth.tokens import ClaimMappings, TokenCodec, read_or_create_key_file
 from usergraph.db.engine import Database
 from usergraph.db.models import ADMIN_ROLE, DEFAULT_ROLE
+from usergraph.guards.documents import DocumentCache, Documents, TrustedDocuments
 from usergraph.mail.messages import Messages
 from usergraph.mail.outbox import Outbox, RetryPolicy
 from usergraph.mail.sender import LogMailer, Mailer, Sender, SmtpMailer
@@ -36,6 +37,7 @@ class Runtime:
     outbox: Outbox
     email: EmailPolicy
     factors: SecondFactorPolicy
+    documents: Documents
 
     async def close(self) -> None:
         await self.throttle.close()
@@ -150,6 +152,15 @@ def build_sender(runtime: Runtime, mail: Mailer | None = None) -> Sender:
     )
 
 
+def documents(settings: Settings) -> Documents:
+    """Persisted queries and trusted documents; ValueError for a trusted file we cannot use."""
+    cache = DocumentCache(settings.persisted_queries_cache_chars)
+    trusted = None
+    if settings.trusted_documents is not None:
+        trusted = TrustedDocuments.read(settings.trusted_documents)
+    return Documents(cache=cache if settings.persisted_queries else None, trusted=trusted)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
@@ -191,4 +202,5 @@ def build_runtime(settings: Settings) -> Runtime:
             change_ttl=timedelta(seconds=settings.email_change_token_ttl_seconds),
         ),
         factors=SecondFactorPolicy(cipher=data_cipher(settings), issuer=settings.totp_issuer),
+        documents=documents(settings),
     )

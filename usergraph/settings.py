@@ -205,6 +205,22 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Nodes a query may ask for: first/last multiply."
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    persisted_queries: bool = Field(
+        default=True,
+        description="Automatic persisted queries (Apollo's protocol): a client may send a "
+        "document's SHA-256 instead of its text once the server has seen it.",
+    )
+    persisted_queries_cache_chars: int = Field(
+        default=4_000_000,
+        ge=0,
+        description="Characters of documents each process keeps for automatic persisted "
+        "queries; the least recently used go first.",
+    )
+    trusted_documents: Path | None = Field(
+        default=None,
+        description="A JSON file of the only documents this server runs (Apollo's persisted "
+        "query manifest, or an object of SHA-256 -> document).",
+    )
 
     # HTTP.
     graceful_shutdown_seconds: int = Field(

@@ -22,6 +22,12 @@ class ErrorCode(enum.StrEnum):
     # The HTTP request itself is malformed (body, parameters, method, media types); the
     # status code (400, 405, 406, 415) says which. Set by usergraph.http, not by resolvers.
     BAD_REQUEST = "BAD_REQUEST"
+    # Persisted queries (usergraph.guards.documents): a hash this server does not know (the
+    # client sends the query with it), persisted queries turned off, and a document that is not
+    # in the trusted documents.
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+    DOCUMENT_NOT_TRUSTED = "DOCUMENT_NOT_TRUSTED"
 
 
 class PublicError(GraphQLError):
