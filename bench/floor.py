@@ -39,6 +39,7 @@ from starlette.routing import Route
 from usergraph.auth.tokens import AccessClaims, InvalidAccessToken, TokenCodec
 from usergraph.context import bearer_token
 from usergraph.db.models import Role, User, UserSession, user_roles, utcnow
+from usergraph.db.records import ROLE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS
 from usergraph.logs import logging_config
 from usergraph.runtime import token_codec
 from usergraph.schema.relay import decode_cursor, to_global_id
@@ -60,7 +61,7 @@ roles_table = Role.__table__
 # The statements usergraph runs (its SQL seen with a before_cursor_execute listener), as Core
 # statements built once, with bound parameters.
 USER_WITH_SESSION = (
-    select(users_table, sessions_table)
+    select(*USER_COLUMNS, *SESSION_COLUMNS)
     .join(sessions_table, sessions_table.c.user_id == users_table.c.id)
     .where(
         users_table.c.id == bindparam("user_id"),
@@ -68,16 +69,16 @@ USER_WITH_SESSION = (
     )
 )
 ROLES_OF_USERS = (
-    select(user_roles.c.user_id, roles_table)
+    select(user_roles.c.user_id, *ROLE_COLUMNS)
     .join(roles_table, roles_table.c.id == user_roles.c.role_id)
     .where(user_roles.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(roles_table.c.name)
 )
 _PAGE_ORDER = (users_table.c.created_at.asc(), users_table.c.id.asc())
 _LIMIT = bindparam("limit", type_=Integer())
-FIRST_PAGE = select(users_table).order_by(*_PAGE_ORDER).limit(_LIMIT)
+FIRST_PAGE = select(*USER_COLUMNS).order_by(*_PAGE_ORDER).limit(_LIMIT)
 PAGE_AFTER = (
-    select(users_table)
+    select(*USER_COLUMNS)
     .where(
         tuple_(users_table.c.created_at, users_table.c.id)
         > tuple_(

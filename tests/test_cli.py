@@ -41,7 +41,7 @@ async def _roles_of(database_url: str, username: str) -> list[str]:
         async with db.read_sessionmaker() as s:
             user_id = await s.scalar(select(User.id).where(User.username == username))
         assert user_id is not None
-        roles = await Loaders.create(db.read_sessionmaker).roles_by_user_id.load(user_id)
+        roles = await Loaders.create(db).roles_by_user_id.load(user_id)
         return sorted(role.name for role in roles)
     finally:
         await db.dispose()

@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from usergraph.auth.tokens import AccessClaims, InvalidAccessToken
 from usergraph.db.loaders import Loaders
-from usergraph.db.models import User, UserSession, utcnow
+from usergraph.db.models import utcnow
+from usergraph.db.records import AnySession, AnyUser
 from usergraph.runtime import Runtime
 from usergraph.services.access import Actor
 from usergraph.services.sessions import ClientInfo
@@ -32,7 +33,7 @@ MAX_AUTHORIZATION_LENGTH = 4096
 class Viewer(Actor):
     """The signed-in user of a request, in the session their access token names."""
 
-    user: User
+    user: AnyUser
     session_id: uuid.UUID
 
 
@@ -91,7 +92,7 @@ class Context:
             return False, None
         return True, viewer.result()
 
-    def sign_in(self, user: User, session_id: uuid.UUID, roles: Sequence[str]) -> None:
+    def sign_in(self, user: AnyUser, session_id: uuid.UUID, roles: Sequence[str]) -> None:
         """Make a user who just signed in (register, login, refresh) the viewer for the rest of
         this request, so the payload shows them their own private fields."""
         viewer: asyncio.Future[Viewer | None] = asyncio.get_running_loop().create_future()
@@ -145,11 +146,11 @@ class Context:
         }
 
 
-def _viewer(user: User, session_id: uuid.UUID, roles: Iterable[str]) -> Viewer:
+def _viewer(user: AnyUser, session_id: uuid.UUID, roles: Iterable[str]) -> Viewer:
     return Viewer(user_id=user.id, roles=frozenset(roles), user=user, session_id=session_id)
 
 
-def _is_live(user: User | None, user_session: UserSession | None) -> bool:
+def _is_live(user: AnyUser | None, user_session: AnySession | None) -> bool:
     return (
         user is not None
         and user.is_active
@@ -176,7 +177,7 @@ def get_context(request: Request, response: Response) -> Context:
         request=request,
         response=response,
         runtime=runtime,
-        loaders=Loaders.create(runtime.db.read_sessionmaker),
+        loaders=Loaders.create(runtime.db),
         request_id=request.state.request_id,
         client=ClientInfo(
             ip_address=request.state.client_ip, user_agent=request.headers.get("user-agent")

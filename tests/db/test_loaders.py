@@ -11,7 +11,7 @@ from usergraph.schema.relay import user_pk
 
 async def test_batches_return_results_in_key_order(gql: GraphQL, app: Starlette) -> None:
     ann, bob = await gql.register("ann"), await gql.register("bob")
-    loaders = Loaders.create(app.state.runtime.db.read_sessionmaker)
+    loaders = Loaders.create(app.state.runtime.db)
     ann_id, bob_id = user_pk(ann.id), user_pk(bob.id)
     users = await loaders.user_by_id.load_many([bob_id, 999_999, ann_id])
     assert [u.username if u else None for u in users] == ["bob", None, "ann"]
@@ -26,7 +26,7 @@ async def test_one_query_per_relation_for_many_keys(
 ) -> None:
     accounts = [await gql.register(f"user{i}") for i in range(6)]
     ids = [user_pk(a.id) for a in accounts]
-    loaders = Loaders.create(app.state.runtime.db.read_sessionmaker)
+    loaders = Loaders.create(app.state.runtime.db)
     sql_counter.reset()
     pages = await loaders.open_sessions_by_user_id.load_many(
         [SessionsPageKey(user_id, 5) for user_id in ids]
@@ -66,7 +66,7 @@ async def test_many_loaders_at_once_on_a_cold_pool(gql: GraphQL, app: Starlette)
 async def test_loaded_roles_are_known_until_forgotten(gql: GraphQL, app: Starlette) -> None:
     ann, bob = await gql.register("ann"), await gql.register("bob")
     ann_id, bob_id = user_pk(ann.id), user_pk(bob.id)
-    loaders = Loaders.create(app.state.runtime.db.read_sessionmaker)
+    loaders = Loaders.create(app.state.runtime.db)
     assert loaders.roles_by_user_id.known == {}
     await loaders.roles_by_user_id.load_many([ann_id, bob_id])
     known = loaders.roles_by_user_id.known

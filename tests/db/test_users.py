@@ -18,6 +18,7 @@ from tests.helpers import sign_up
 from usergraph.db import users as user_queries
 from usergraph.db.keyset import PageRequest
 from usergraph.db.models import ADMIN_ROLE, DEFAULT_ROLE, Role, User, user_roles
+from usergraph.db.records import RoleRecord
 from usergraph.db.users import UserFilter
 from usergraph.runtime import Runtime
 from usergraph.services.users import create_user
@@ -289,7 +290,10 @@ async def test_roles_by_user_ids_orders_each_users_roles_by_name(runtime: Runtim
             ann.id: ["admin", "moderator", "user"],
             bob.id: ["user"],
         }
-        assert all(isinstance(r, Role) for r in found[ann.id])
+        # Plain records with the role's columns, not ORM objects (db/records.py).
+        assert found[ann.id][0] == RoleRecord(
+            by_name["admin"].id, "admin", by_name["admin"].description
+        )
     finally:
         async with runtime.db.sessionmaker() as s, s.begin():
             await s.execute(delete(Role).where(Role.name == "moderator"))

@@ -51,11 +51,14 @@ def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = Fa
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The engine and its two sessionmakers: one for reads (loaders), one for transactions."""
+    """The engine, its sessionmakers (one for transactions, one for reads that want the ORM),
+    and `reader`: the engine with the read options, for the hot reads on Core connections
+    (loaders, pages; db/records.py)."""
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     read_sessionmaker: async_sessionmaker[AsyncSession]
+    reader: AsyncEngine
 
     @classmethod
     def connect(cls, database_url: str, *, pool_size: int = 10, pre_ping: bool = False) -> Database:
@@ -65,6 +68,7 @@ class Database:
             engine=engine,
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
             read_sessionmaker=async_sessionmaker(reader, expire_on_commit=False),
+            reader=reader,
         )
 
     async def dispose(self) -> None:

@@ -33,27 +33,30 @@ from datetime import datetime
 from typing import Any
 
 from aiodataloader import DataLoader
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from usergraph.db import second_factors as factor_queries
 from usergraph.db import sessions as session_queries
 from usergraph.db import users as user_queries
+from usergraph.db.engine import Database
 from usergraph.db.keyset import Key, Page
-from usergraph.db.models import Role, User, UserSession, utcnow
+from usergraph.db.models import UserSession, utcnow
+from usergraph.db.records import AnySession, AnyUser, RoleRecord, SessionRecord, UserRecord
 
 MAX_BATCH_SIZE = 1000
 
 
 class _Loader(DataLoader):  # type: ignore[type-arg]
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, db: Database) -> None:
         super().__init__(max_batch_size=MAX_BATCH_SIZE)
-        self.sessionmaker = sessionmaker
+        self.sessionmaker = db.read_sessionmaker
+        self.reader = db.reader
 
 
 class UserByIdLoader(_Loader):
-    async def batch_load_fn(self, keys: Sequence[int]) -> list[User | None]:
-        async with self.sessionmaker() as session:
-            by_key = {user.id: user for user in await user_queries.get_users_by_ids(session, keys)}
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[AnyUser | None]:
+        async with self.reader.connect() as conn:
+            found = await user_queries.get_users_by_ids(conn, keys)
+        by_key: dict[int, AnyUser] = {user.id: user for user in found}
         return [by_key.get(key) for key in keys]
 
 
@@ -61,8 +64,8 @@ class KnownValuesLoader(_Loader):
     """A loader that keeps what it loaded or was primed with, so a resolver can answer without
     awaiting once a value is known (see "Answering without awaiting" above)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        super().__init__(sessionmaker)
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
         self.known: dict[Any, Any] = {}
 
     async def batch_load_fn(self, keys: Sequence[Any]) -> list[Any]:
@@ -98,17 +101,17 @@ _UNKNOWN = object()
 
 
 class RolesByUserIdLoader(KnownValuesLoader):
-    async def load_batch(self, keys: Sequence[int]) -> list[list[Role]]:
-        async with self.sessionmaker() as session:
-            by_key = await user_queries.roles_by_user_ids(session, keys)
+    async def load_batch(self, keys: Sequence[int]) -> list[list[RoleRecord]]:
+        async with self.reader.connect() as conn:
+            by_key = await user_queries.roles_by_user_ids(conn, keys)
         return [by_key.get(key, []) for key in keys]
 
 
 class SessionByIdLoader(_Loader):
-    async def batch_load_fn(self, keys: Sequence[uuid.UUID]) -> list[UserSession | None]:
+    async def batch_load_fn(self, keys: Sequence[uuid.UUID]) -> list[AnySession | None]:
         async with self.sessionmaker() as session:
             found = await session_queries.get_sessions_by_ids(session, keys)
-        by_key = {row.id: row for row in found}
+        by_key: dict[uuid.UUID, AnySession] = {row.id: row for row in found}
         return [by_key.get(key) for key in keys]
 
 
@@ -122,8 +125,8 @@ class SessionsPageKey:
 class OpenSessionsByUserIdLoader(_Loader):
     """Keys are SessionsPageKey; users asked with the same page size share one query."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: datetime) -> None:
-        super().__init__(sessionmaker)
+    def __init__(self, db: Database, now: datetime) -> None:
+        super().__init__(db)
         self.now = now
 
     async def batch_load_fn(self, keys: Sequence[SessionsPageKey]) -> list[Page[UserSession]]:
@@ -144,8 +147,8 @@ class OpenSessionsByUserIdLoader(_Loader):
 
 
 class OpenSessionCountByUserIdLoader(_Loader):
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: datetime) -> None:
-        super().__init__(sessionmaker)
+    def __init__(self, db: Database, now: datetime) -> None:
+        super().__init__(db)
         self.now = now
 
     async def batch_load_fn(self, keys: Sequence[int]) -> list[int]:
@@ -171,33 +174,32 @@ class Loaders:
     second_factors_by_user_id: SecondFactorsByUserIdLoader
 
     @classmethod
-    def create(cls, sessionmaker: async_sessionmaker[AsyncSession]) -> Loaders:
+    def create(cls, db: Database) -> Loaders:
         now = utcnow()
         return cls(
-            user_by_id=UserByIdLoader(sessionmaker),
-            roles_by_user_id=RolesByUserIdLoader(sessionmaker),
-            session_by_id=SessionByIdLoader(sessionmaker),
-            open_sessions_by_user_id=OpenSessionsByUserIdLoader(sessionmaker, now),
-            open_session_count_by_user_id=OpenSessionCountByUserIdLoader(sessionmaker, now),
-            second_factors_by_user_id=SecondFactorsByUserIdLoader(sessionmaker),
+            user_by_id=UserByIdLoader(db),
+            roles_by_user_id=RolesByUserIdLoader(db),
+            session_by_id=SessionByIdLoader(db),
+            open_sessions_by_user_id=OpenSessionsByUserIdLoader(db, now),
+            open_session_count_by_user_id=OpenSessionCountByUserIdLoader(db, now),
+            second_factors_by_user_id=SecondFactorsByUserIdLoader(db),
         )
 
     async def viewer(
         self, user_id: int, session_id: uuid.UUID
-    ) -> tuple[User, UserSession, list[Role]] | None:
+    ) -> tuple[UserRecord, SessionRecord, list[RoleRecord]] | None:
         """The user and their session (only if the session is theirs), and the user's roles.
 
-        The hottest read (every signed-in request): one session, a joined query and the roles,
-        instead of three loader batches. What it read is primed into the loaders.
+        The hottest read (every signed-in request): one Core connection, a joined query and the
+        roles, instead of three loader batches. What it read is primed into the loaders.
         """
-        sessionmaker = self.user_by_id.sessionmaker
-        async with sessionmaker() as session:
+        async with self.user_by_id.reader.connect() as conn:
             found = await user_queries.user_with_session(
-                session, user_id=user_id, session_id=session_id
+                conn, user_id=user_id, session_id=session_id
             )
             if found is None:
                 return None
-            roles = (await user_queries.roles_by_user_ids(session, [user_id])).get(user_id, [])
+            roles = (await user_queries.roles_by_user_ids(conn, [user_id])).get(user_id, [])
         user, user_session = found
         self.user_by_id.prime(user.id, user)
         self.session_by_id.prime(user_session.id, user_session)
@@ -225,10 +227,10 @@ class Loaders:
         self.open_sessions_by_user_id.clear_all()
         self.open_session_count_by_user_id.clear_all()
 
-    def replace_user(self, user: User) -> None:
+    def replace_user(self, user: AnyUser) -> None:
         """After a write changed the user's roles or activity: forget, then prime the new row."""
         self.forget_user(user.id)
         self.prime_user(user)
 
-    def prime_user(self, user: User) -> None:
+    def prime_user(self, user: AnyUser) -> None:
         self.user_by_id.clear(user.id).prime(user.id, user)

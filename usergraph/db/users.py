@@ -8,10 +8,26 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Select, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from usergraph.db.keyset import Page, PageRequest, paginate, to_page
 from usergraph.db.models import ADMIN_ROLE, Role, User, UserSession, user_roles
+from usergraph.db.records import (
+    ROLE_COLUMNS,
+    SESSION_COLUMNS,
+    USER_COLUMNS,
+    AnyUser,
+    RoleRecord,
+    SessionRecord,
+    UserRecord,
+    role_record,
+    session_record,
+    user_record,
+)
+
+# The reads below run on a Core connection on the hot paths (loaders, pages) and on an ORM
+# session inside a service's transaction; either way they answer records (db/records.py).
+Reader = AsyncConnection | AsyncSession
 
 # The column a page of users is ordered by (then by id).
 UserOrderColumn = Literal["created_at", "username"]
@@ -47,29 +63,32 @@ def _filtered(query: Select[Any], user_filter: UserFilter) -> Select[Any]:
     return query
 
 
-def user_sort_key(user: User, field: UserOrderColumn) -> tuple[Any, ...]:
+def user_sort_key(user: AnyUser, field: UserOrderColumn) -> tuple[Any, ...]:
     return (getattr(user, field), user.id)
 
 
 async def page_users(
-    session: AsyncSession,
+    reader: Reader,
     *,
     request: PageRequest,
     user_filter: UserFilter,
     order_column: UserOrderColumn,
     descending: bool,
-) -> Page[User]:
+) -> Page[UserRecord]:
     column = User.created_at if order_column == "created_at" else User.username
     query = paginate(
-        _filtered(select(User), user_filter), [column, User.id], request, descending=descending
+        _filtered(select(*USER_COLUMNS), user_filter),
+        [column, User.id],
+        request,
+        descending=descending,
     )
-    rows = (await session.scalars(query)).all()
-    return to_page(rows, request)
+    rows = (await reader.execute(query)).all()
+    return to_page([user_record(row) for row in rows], request)
 
 
-async def count_users(session: AsyncSession, *, user_filter: UserFilter) -> int:
+async def count_users(reader: Reader, *, user_filter: UserFilter) -> int:
     query = _filtered(select(func.count()).select_from(User), user_filter)
-    return int((await session.scalar(query)) or 0)
+    return int((await reader.execute(query)).scalar() or 0)
 
 
 async def get_user_by_login(session: AsyncSession, login_key: str) -> User | None:
@@ -106,29 +125,34 @@ async def update_user_if_hash_is(
 # The hottest statements, built once: building a statement per request costs more CPU than
 # running it (SQLAlchemy then finds the compiled form in its cache by the statement's key).
 _USER_WITH_SESSION = (
-    select(User, UserSession)
+    select(*USER_COLUMNS, *SESSION_COLUMNS)
     .join(UserSession, UserSession.user_id == User.id)
     .where(User.id == bindparam("user_id"), UserSession.id == bindparam("session_id"))
 )
 _ROLES_OF_USERS = (
-    select(user_roles.c.user_id, Role)
+    select(user_roles.c.user_id, *ROLE_COLUMNS)
     .join(Role, Role.id == user_roles.c.role_id)
     .where(user_roles.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(Role.name)
 )
+_USERS_BY_IDS = select(*USER_COLUMNS).where(User.id.in_(bindparam("ids", expanding=True)))
+_USER_FIELDS = len(USER_COLUMNS)
 
 
 async def user_with_session(
-    session: AsyncSession, *, user_id: int, session_id: uuid.UUID
-) -> tuple[User, UserSession] | None:
+    reader: Reader, *, user_id: int, session_id: uuid.UUID
+) -> tuple[UserRecord, SessionRecord] | None:
     """The user and the session, if the session belongs to that user."""
     params = {"user_id": user_id, "session_id": session_id}
-    row = (await session.execute(_USER_WITH_SESSION, params)).first()
-    return (row[0], row[1]) if row else None
+    row = (await reader.execute(_USER_WITH_SESSION, params)).first()
+    if row is None:
+        return None
+    return user_record(row[:_USER_FIELDS]), session_record(row[_USER_FIELDS:])
 
 
-async def get_users_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[User]:
-    return list((await session.scalars(select(User).where(User.id.in_(ids)))).all())
+async def get_users_by_ids(reader: Reader, ids: Sequence[int]) -> list[UserRecord]:
+    rows = await reader.execute(_USERS_BY_IDS, {"ids": list(ids)})
+    return [user_record(row) for row in rows]
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
@@ -136,13 +160,11 @@ async def get_user_by_username(session: AsyncSession, username: str) -> User | N
     return await session.scalar(select(User).where(User.username == username))
 
 
-async def roles_by_user_ids(
-    session: AsyncSession, user_ids: Sequence[int]
-) -> dict[int, list[Role]]:
-    rows = await session.execute(_ROLES_OF_USERS, {"user_ids": list(user_ids)})
-    by_user: dict[int, list[Role]] = {}
-    for user_id, role in rows:
-        by_user.setdefault(user_id, []).append(role)
+async def roles_by_user_ids(reader: Reader, user_ids: Sequence[int]) -> dict[int, list[RoleRecord]]:
+    rows = await reader.execute(_ROLES_OF_USERS, {"user_ids": list(user_ids)})
+    by_user: dict[int, list[RoleRecord]] = {}
+    for row in rows:
+        by_user.setdefault(row[0], []).append(role_record(row[1:]))
     return by_user
 
 

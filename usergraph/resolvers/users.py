@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import strawberry
 from strawberry import ID, UNSET
 
-from usergraph.db import models
+from usergraph.db.records import AnySession, AnyUser
 from usergraph.db.users import UserFilter, UserOrderColumn, user_sort_key
 from usergraph.resolvers.answers import answers, signed_in_viewer
 from usergraph.schema.errors import bad_user_input
@@ -61,9 +61,7 @@ async def node(info: strawberry.Info[Context, None], id: ID) -> Node | None:
         user = await info.context.loaders.user_by_id.load(user_pk(id))
         return user if viewer is not None else None
     if type_name == "Session":
-        found: models.UserSession | None = await info.context.loaders.session_by_id.load(
-            session_pk(id)
-        )
+        found: AnySession | None = await info.context.loaders.session_by_id.load(session_pk(id))
         return found if found is not None and may_see(viewer, found.user_id) else None  # type: ignore[return-value]
     return None
 
@@ -118,7 +116,7 @@ async def users(
         await info.context.loaders.prefetch_roles([row.id for row in page.items])
     order_column: UserOrderColumn = order.field.value
 
-    def cursor(row: models.User) -> str:
+    def cursor(row: AnyUser) -> str:
         return encode_cursor(tag, user_sort_key(row, order_column))
 
     return UserConnection.from_page(

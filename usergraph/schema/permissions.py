@@ -15,6 +15,7 @@ from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
 from usergraph.db.models import User
+from usergraph.db.records import UserRecord
 from usergraph.schema.errors import SIGN_IN_MESSAGE, ErrorCode
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class IsSelfOrAdmin(BasePermission):
     error_extensions = {"code": ErrorCode.FORBIDDEN.value}
 
     async def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
-        assert isinstance(source, User)
+        assert isinstance(source, (User, UserRecord))
         return may_see(await info.context.viewer(), source.id)
 
 

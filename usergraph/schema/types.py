@@ -1,4 +1,5 @@
-"""The object types clients see. They resolve straight from the ORM rows (no copying)."""
+"""The object types clients see. They resolve straight from what the loaders and services return,
+with no copying: ORM models after a write, plain records on the hot reads (db/records.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from strawberry import Parent
 from usergraph.db import models
 from usergraph.db.keyset import Page
 from usergraph.db.loaders import SessionsPageKey
+from usergraph.db.records import AnySession, AnyUser, SessionRecord, UserRecord
 from usergraph.db.second_factors import FactorState
 from usergraph.schema.permissions import SelfOrAdminOrNull, self_or_admin
 from usergraph.schema.relay import (
@@ -52,37 +54,37 @@ class User(Node):
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, models.User)
+        return isinstance(obj, (models.User, UserRecord))
 
     @classmethod
     async def resolve_reference(
         cls, info: strawberry.Info[Context, None], id: strawberry.ID
-    ) -> models.User | None:
+    ) -> AnyUser | None:
         """A user a federated gateway refers to (`_entities`), by its global id: through the
         request's loaders, so every field's permission applies as under `user`."""
         try:
             pk = user_pk(id)
         except GraphQLError:
             return None  # as `node`: an id that is no user's is no user
-        user: models.User | None = await info.context.loaders.user_by_id.load(pk)
+        user: AnyUser | None = await info.context.loaders.user_by_id.load(pk)
         return user
 
     @strawberry.field  # type: ignore[misc]
-    def id(self, root: Parent[models.User]) -> strawberry.ID:  # type: ignore[override]
+    def id(self, root: Parent[AnyUser]) -> strawberry.ID:  # type: ignore[override]
         return to_global_id("User", root.id)
 
     @strawberry.field(
         description="Visible to the user and administrators; null (no error) for anyone else.",
         extensions=[SelfOrAdminOrNull()],
     )
-    def email(self, root: Parent[models.User]) -> str | None:
+    def email(self, root: Parent[AnyUser]) -> str | None:
         return root.email
 
     @strawberry.field(
         description="Visible to the user and administrators; null for anyone else.",
         extensions=[SelfOrAdminOrNull()],
     )
-    def last_login_at(self, root: Parent[models.User]) -> datetime | None:
+    def last_login_at(self, root: Parent[AnyUser]) -> datetime | None:
         return root.last_login_at
 
     @strawberry.field(
@@ -90,11 +92,11 @@ class User(Node):
         "administrators; null for anyone else.",
         extensions=[SelfOrAdminOrNull()],
     )
-    def email_verified(self, root: Parent[models.User]) -> bool | None:
+    def email_verified(self, root: Parent[AnyUser]) -> bool | None:
         return root.email_verified_at is not None
 
     @strawberry.field(extensions=[SelfOrAdminOrNull()])
-    def email_verified_at(self, root: Parent[models.User]) -> datetime | None:
+    def email_verified_at(self, root: Parent[AnyUser]) -> datetime | None:
         return root.email_verified_at
 
     @strawberry.field(
@@ -102,14 +104,14 @@ class User(Node):
         extensions=[SelfOrAdminOrNull()],
     )
     def second_factors(
-        self, root: Parent[models.User], info: strawberry.Info[Context, None]
+        self, root: Parent[AnyUser], info: strawberry.Info[Context, None]
     ) -> SecondFactors | None:
         # The loader's future (the executor awaits it): the factors of a page share one batch.
         state: SecondFactors = info.context.loaders.second_factors_by_user_id.load(root.id)  # type: ignore[assignment]
         return state
 
     @strawberry.field
-    def roles(self, root: Parent[models.User], info: strawberry.Info[Context, None]) -> list[Role]:
+    def roles(self, root: Parent[AnyUser], info: strawberry.Info[Context, None]) -> list[Role]:
         # Synchronous when already loaded (the viewer's, a prefetched page's): a page of users
         # then starts no coroutine per user (usergraph.db.loaders, "Answering without
         # awaiting"). Otherwise the loader's future; the futures of one tick share one query.
@@ -124,7 +126,7 @@ class User(Node):
     )
     async def sessions(
         self,
-        root: Parent[models.User],
+        root: Parent[AnyUser],
         info: strawberry.Info[Context, None],
         first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = strawberry.UNSET,
@@ -170,25 +172,21 @@ class Session(Node):
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, models.UserSession)
+        return isinstance(obj, (models.UserSession, SessionRecord))
 
     @strawberry.field  # type: ignore[misc]
-    def id(self, root: Parent[models.UserSession]) -> strawberry.ID:  # type: ignore[override]
+    def id(self, root: Parent[AnySession]) -> strawberry.ID:  # type: ignore[override]
         return to_global_id("Session", root.id)
 
     @strawberry.field
-    async def user(
-        self, root: Parent[models.UserSession], info: strawberry.Info[Context, None]
-    ) -> User:
+    async def user(self, root: Parent[AnySession], info: strawberry.Info[Context, None]) -> User:
         user: User = await info.context.loaders.user_by_id.load(root.user_id)
         return user
 
     @strawberry.field(
         description="True for the session that the request's access token belongs to."
     )
-    def current(
-        self, root: Parent[models.UserSession], info: strawberry.Info[Context, None]
-    ) -> bool:
+    def current(self, root: Parent[AnySession], info: strawberry.Info[Context, None]) -> bool:
         return info.context.current_session_id == root.id
 
 
@@ -239,9 +237,9 @@ class UserConnection:
     @classmethod
     def from_page(
         cls,
-        page: Page[models.User],
+        page: Page[UserRecord],
         *,
-        cursor: Callable[[models.User], str],
+        cursor: Callable[[AnyUser], str],
         count: Callable[[], Awaitable[int]],
     ) -> UserConnection:
         edges = [UserEdge(cursor=cursor(row), node=row) for row in page.items]  # type: ignore[arg-type]

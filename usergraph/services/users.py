@@ -14,6 +14,7 @@ from usergraph.db import users as user_queries
 from usergraph.db.engine import Database
 from usergraph.db.keyset import Page, PageRequest
 from usergraph.db.models import ADMIN_ROLE, DEFAULT_ROLE, User, utcnow
+from usergraph.db.records import UserRecord
 from usergraph.db.users import UserFilter, UserOrderColumn
 from usergraph.services import validation
 from usergraph.services.errors import Problem, ProblemCode, Problems, Rejected
@@ -155,11 +156,11 @@ async def list_users(
     user_filter: UserFilter,
     order_column: UserOrderColumn,
     descending: bool,
-) -> Page[User]:
+) -> Page[UserRecord]:
     """Return one keyset page of users."""
-    async with db.read_sessionmaker() as s:
+    async with db.reader.connect() as conn:
         return await user_queries.page_users(
-            s,
+            conn,
             request=request,
             user_filter=user_filter,
             order_column=order_column,
@@ -168,8 +169,8 @@ async def list_users(
 
 
 async def count_users(*, db: Database, user_filter: UserFilter) -> int:
-    async with db.read_sessionmaker() as s:
-        return await user_queries.count_users(s, user_filter=user_filter)
+    async with db.reader.connect() as conn:
+        return await user_queries.count_users(conn, user_filter=user_filter)
 
 
 async def get_user_by_username(*, db: Database, username: str) -> User | None:
