@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 NODE_TEST_DIRS := tests/system/graphql_http tests/system/browser tests/system/jwks \
-	tests/system/federation
+	tests/system/federation tests/system/apollo_client
 # GraphiQL's bundles (usergraph/graphiql): from npm, pinned by the committed lock file.
 ASSETS_DIR := usergraph/graphiql
 
