@@ -574,11 +574,6 @@ async def test_a_malformed_persisted_query_is_a_bad_request(
             assert "persistedQuery" in message, (persisted_query, query, message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `version: true` passes the `!= 1` check (True == 1 in Python) and is taken "
-    "for version 1 (usergraph/guards/documents.py _digest)",
-)
 async def test_persisted_query_version_true_is_a_bad_request(client: httpx.AsyncClient) -> None:
     extensions = {"persistedQuery": {"version": True, "sha256Hash": sha256(TYPENAME)}}
     response = await send(client, query=TYPENAME, extensions=extensions)

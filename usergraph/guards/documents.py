@@ -190,7 +190,8 @@ class Documents:
 
 
 def _digest(persisted: object) -> str:
-    if not isinstance(persisted, dict) or persisted.get("version") != 1:
+    version = persisted.get("version") if isinstance(persisted, dict) else None
+    if not isinstance(persisted, dict) or isinstance(version, bool) or version != 1:
         raise DocumentRefused(
             400,
             ErrorCode.BAD_REQUEST,
