@@ -205,6 +205,11 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Nodes a query may ask for: first/last multiply."
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    fast_execution: bool = Field(
+        default=True,
+        description="Complete plain fields of known values without graphql-core's per-field "
+        "machinery (usergraph.schema.execution); false: graphql-core executes every field.",
+    )
     persisted_queries: bool = Field(
         default=True,
         description="Automatic persisted queries (Apollo's protocol): a client may send a "

@@ -25,6 +25,7 @@ from strawberry.extensions import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from usergraph.schema.execution import FastExecutor
 from usergraph.schema.mutation import Mutation
 from usergraph.schema.query import Query
 from usergraph.schema.types import Session, User
@@ -99,11 +100,13 @@ def build_schema(
     if settings is not None and not settings.introspection_enabled:
         all_extensions.append(DisableIntrospection)
     schema_class = FederatedSchema if federation else UsergraphSchema
+    fast = settings is None or settings.fast_execution
     return schema_class(
         query=Query,
         mutation=Mutation,
         types=[User, Session],
         extensions=all_extensions,
+        execution_context_class=FastExecutor if fast else None,
         config=StrawberryConfig(
             disable_field_suggestions=settings is not None
             and not settings.field_suggestions_enabled
