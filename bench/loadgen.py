@@ -110,6 +110,31 @@ function response(status, headers, body)
 end
 """
 
+# A refresh per request, each with the refresh token the previous response handed out: run with
+# one connection per thread (wrk's Lua state is per thread), so each connection holds its own
+# token chain. A response without a new token (userErrors: the token was refused) is counted
+# bad; its chain is broken, so every later request on that connection fails too.
+_REFRESH = r"""
+local tokens = split([==[@TOKENS@]==])
+local pieces = split([==[@TEMPLATE@]==])
+local token, tid = "", 0
+
+function init(args)
+  tid = wrk.thread:get("id")
+  token = tokens[tid]
+end
+
+function request()
+  return wrk.format(nil, nil, nil, table.concat(pieces, token))
+end
+
+function response(status, headers, body)
+  local new = string.match(body, '"refreshToken":"([^"]+)"')
+  if new ~= nil then token = new end
+  tally(status == 200 and new ~= nil and string.find(body, '"userErrors":[]', 1, true) ~= nil, body)
+end
+"""
+
 _PACED = r"""
 function delay()
   return @PAUSE@
@@ -188,6 +213,22 @@ def templated_script(body: dict[str, Any], placeholder: str, name_lua: str, *, a
     pieces = json.dumps(body, separators=(",", ":")).split(placeholder)
     values = {"TOKEN": "", "AGENT": agent, "TEMPLATE": SEPARATOR.join(pieces), "NAME": name_lua}
     return _render(_COMMON + _TEMPLATED, values)
+
+
+def refresh_script(body: dict[str, Any], placeholder: str, tokens: list[str], *, agent: str) -> str:
+    """A script that chains refresh tokens: thread n starts with tokens[n - 1] in body (in place
+    of placeholder) and sends each response's refreshToken next. Run it with one connection per
+    thread, as many threads as tokens."""
+    if any(not token or SEPARATOR in token or '"' in token for token in tokens):
+        raise ValueError("a refresh token must be a non-empty string without quotes")
+    pieces = json.dumps(body, separators=(",", ":")).split(placeholder)
+    values = {
+        "TOKEN": "",
+        "AGENT": agent,
+        "TOKENS": SEPARATOR.join(tokens),
+        "TEMPLATE": SEPARATOR.join(pieces),
+    }
+    return _render(_COMMON + _REFRESH, values)
 
 
 def wrk_command() -> str | None:

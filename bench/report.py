@@ -11,7 +11,8 @@ from typing import Any
 from loadgen import WrkResult
 
 MIB = 1024
-# The targets of issue 4, all ratios measured in one run (and two absolute limits).
+# The targets of issue 4, all ratios measured in one run (and two absolute limits), and of
+# issue 13: against PostGraphile in the same rounds, and refreshes per core against Keycloak.
 TARGETS = {
     "users": 0.35,
     "me": 0.8,
@@ -21,7 +22,12 @@ TARGETS = {
     "register": 0.8,
     "rss_mib": 150.0,
     "workers": 1.6,
+    "peer_users": 0.7,
+    "peer_typename": 0.35,
+    "refresh_vs_keycloak": 1.0,
 }
+# Keycloak's sizing guide: one vCPU per 120 refresh-token requests per second.
+KEYCLOAK_REFRESH_PER_CORE = 120.0
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Config:
     quick: bool
     output: Path
     settings: dict[str, str] = field(default_factory=dict)  # --set, for every server
+    peer: bool = True  # PostGraphile beside usergraph, unless --no-peer
 
 
 @dataclass
@@ -51,6 +58,9 @@ class Measurements:
     runs: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
     users_rss_peak_kib: int = 0
+    peer_rss_peak_kib: int = 0
+    # PostGraphile: its versions, or why it did not run ({"skipped": reason}).
+    peer: dict[str, str] = field(default_factory=dict)
     hashing: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -101,6 +111,10 @@ def _ratios(m: Measurements, scenario: str, a: str, b: str, key: str = "req_per_
     return out
 
 
+def _rounded(values: list[float], digits: int = 3) -> list[float]:
+    return [round(v, digits) for v in values]
+
+
 def _table(rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
@@ -135,7 +149,47 @@ def summarize(
         summary[scenario] = {
             app: row(scenario, app) for app in ("usergraph", "floor") if m.of(scenario, app)
         }
-        summary[scenario]["ratio"] = round(_median(_ratios(m, scenario, "usergraph", "floor")), 3)
+        ratios = _ratios(m, scenario, "usergraph", "floor")
+        summary[scenario]["ratio"] = round(_median(ratios), 3)
+        summary[scenario]["ratios"] = _rounded(ratios)
+    summary["typename"] = {"usergraph": row("typename", "usergraph")}
+    summary["peer"] = m.peer
+    for scenario in ("users", "deep", "typename"):
+        if not m.of(scenario, "postgraphile"):
+            continue
+        summary[scenario]["postgraphile"] = row(scenario, "postgraphile")
+        ratios = _ratios(m, scenario, "usergraph", "postgraphile")
+        summary[scenario]["ratio_peer"] = round(_median(ratios), 3)
+        summary[scenario]["ratios_peer"] = _rounded(ratios)
+        cpu = {r["round"]: r["cpu_ms_per_request"] for r in m.of(scenario, "postgraphile")}
+        summary[scenario]["cpu_vs_peer"] = round(
+            _median(
+                [
+                    r["cpu_ms_per_request"] / cpu[r["round"]]
+                    for r in m.of(scenario, "usergraph")
+                    if r["cpu_ms_per_request"] and cpu.get(r["round"])
+                ]
+            ),
+            2,
+        )
+    if m.peer_rss_peak_kib:
+        summary["peer_rss_peak_mib"] = round(m.peer_rss_peak_kib / MIB, 1)
+    refreshes = m.of("refresh", "usergraph")
+    per_core = [r["ok_per_cpu_s"] for r in refreshes if r.get("ok_per_cpu_s")]
+    summary["refresh"] = {
+        **row("refresh", "usergraph", "ok_per_s"),
+        "connections": refreshes[0]["connections"] if refreshes else 0,
+        "failed": sum(r["bad"] + sum(r["errors"].values()) for r in refreshes),
+        "cores_used": round(_median([r["cores_used"] for r in refreshes]), 3),
+        "per_core": round(_median(per_core), 1),
+        "per_core_rounds": per_core,
+    }
+    summary["refresh_vs_keycloak"] = round(
+        summary["refresh"]["per_core"] / KEYCLOAK_REFRESH_PER_CORE, 3
+    )
+    summary["refresh_vs_keycloak_rounds"] = _rounded(
+        [v / KEYCLOAK_REFRESH_PER_CORE for v in per_core]
+    )
     deep_first = []
     by_round = {r["round"]: r for r in m.of("users", "usergraph")}
     for run in m.of("deep", "usergraph"):
@@ -143,6 +197,7 @@ def summarize(
         if first:
             deep_first.append(run["latency_ms"]["p50"] / first["latency_ms"]["p50"])
     summary["deep_vs_first_p50"] = round(_median(deep_first), 3)
+    summary["deep_vs_first_p50_rounds"] = _rounded(deep_first)
     summary["me_paced_alone"] = row("me paced", "usergraph")
     summary["me_paced_logins"] = row("me paced, logins", "usergraph")
     summary["login_storm"] = row("login storm", "usergraph", "ok_per_s")
@@ -153,6 +208,7 @@ def summarize(
         if alone_p99.get(r["round"])
     ]
     summary["storm_p99_ratio"] = round(_median(storm_ratios), 2)
+    summary["storm_p99_ratio_rounds"] = _rounded(storm_ratios, 2)
     summary["loop_lag_ms"] = {
         phase: {
             "p99": round(_median([p[phase].get("p99_ms", float("nan")) for p in m.probes]), 2),
@@ -163,6 +219,9 @@ def summarize(
     summary["register"] = row("register", "usergraph", "ok_per_s")
     summary["register_vs_limit"] = round(
         summary["register"]["req_per_s"] / hashing["limit_per_s"], 3
+    )
+    summary["register_vs_limit_rounds"] = _rounded(
+        [r["ok"] / r["duration_s"] / hashing["limit_per_s"] for r in m.of("register", "usergraph")]
     )
     flat_out = {h["round"]: h["per_s"] for h in m.hashing}
     summary["hashing_flat_out_per_s"] = round(_median(list(flat_out.values())), 2)
@@ -177,10 +236,12 @@ def summarize(
         3,
     )
     workers_label = f"{config.workers} workers"
+    workers = _ratios(m, "users, workers", workers_label, "1 worker")
     summary["workers"] = {
         "1 worker": row("users, workers", "1 worker"),
         workers_label: row("users, workers", workers_label),
-        "ratio": round(_median(_ratios(m, "users, workers", workers_label, "1 worker")), 3),
+        "ratio": round(_median(workers), 3),
+        "ratios": _rounded(workers),
     }
     summary["users_rss_peak_mib"] = round(m.users_rss_peak_kib / MIB, 1)
     return summary
@@ -189,15 +250,24 @@ def summarize(
 def targets(config: Config, s: dict[str, Any]) -> list[dict[str, Any]]:
     lag = s["loop_lag_ms"]["storm"]["max"]
     control = s["loop_lag_ms"]["control_storm"]["max"]
-    items = [
-        ("users page (50) vs floor, req/s", s["users"]["ratio"], ">=", TARGETS["users"], "x"),
-        ("me vs floor, req/s", s["me"]["ratio"], ">=", TARGETS["me"], "x"),
+    # (target, median, op, goal, unit, the value in each round)
+    items: list[tuple[str, float, str, float, str, list[float]]] = [
+        (
+            "users page (50) vs floor, req/s",
+            s["users"]["ratio"],
+            ">=",
+            TARGETS["users"],
+            "x",
+            s["users"]["ratios"],
+        ),
+        ("me vs floor, req/s", s["me"]["ratio"], ">=", TARGETS["me"], "x", s["me"]["ratios"]),
         (
             "deep page vs first page, p50 latency",
             s["deep_vs_first_p50"],
             "<=",
             TARGETS["deep"],
             "x",
+            s["deep_vs_first_p50_rounds"],
         ),
         (
             f"me p99 while {config.storm_clients} clients log in vs alone",
@@ -205,6 +275,7 @@ def targets(config: Config, s: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
             TARGETS["storm_p99"],
             "x",
+            s["storm_p99_ratio_rounds"],
         ),
         (
             f"event-loop lag during logins (max; idle control {control:.0f} ms)",
@@ -212,14 +283,23 @@ def targets(config: Config, s: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
             TARGETS["loop_lag_ms"],
             " ms",
+            [],
         ),
-        ("register vs hashing limit", s["register_vs_limit"], ">=", TARGETS["register"], "x"),
+        (
+            "register vs hashing limit",
+            s["register_vs_limit"],
+            ">=",
+            TARGETS["register"],
+            "x",
+            s["register_vs_limit_rounds"],
+        ),
         (
             "RSS of the worker, users scenario (peak)",
             s["users_rss_peak_mib"],
             "<=",
             TARGETS["rss_mib"],
             " MiB",
+            [],
         ),
         (
             f"users page, {config.workers} workers vs 1",
@@ -227,12 +307,53 @@ def targets(config: Config, s: dict[str, Any]) -> list[dict[str, Any]]:
             ">=",
             TARGETS["workers"],
             "x",
+            s["workers"]["ratios"],
         ),
     ]
+    if "ratio_peer" in s["users"]:
+        items.append(
+            (
+                "users page (50) vs PostGraphile, req/s",
+                s["users"]["ratio_peer"],
+                ">=",
+                TARGETS["peer_users"],
+                "x",
+                s["users"]["ratios_peer"],
+            )
+        )
+    if "ratio_peer" in s["typename"]:
+        items.append(
+            (
+                "__typename vs PostGraphile, req/s",
+                s["typename"]["ratio_peer"],
+                ">=",
+                TARGETS["peer_typename"],
+                "x",
+                s["typename"]["ratios_peer"],
+            )
+        )
+    items.append(
+        (
+            f"refresh per core vs Keycloak's {KEYCLOAK_REFRESH_PER_CORE:.0f}/s",
+            s["refresh_vs_keycloak"],
+            ">=",
+            TARGETS["refresh_vs_keycloak"],
+            "x",
+            s["refresh_vs_keycloak_rounds"],
+        )
+    )
     out = []
-    for name, value, op, goal, unit in items:
+    for name, value, op, goal, unit, rounds in items:
         met = value == value and (value >= goal if op == ">=" else value <= goal)
-        out.append({"target": name, "value": value, "goal": f"{op} {goal}{unit}", "met": met})
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": f"{op} {goal}{unit}",
+                "met": met,
+                "rounds": rounds,
+            }
+        )
     return out
 
 
@@ -251,10 +372,21 @@ def report(
     def fmt(value: float, digits: int = 1) -> str:
         return "n/a" if value != value else f"{value:.{digits}f}"
 
-    header = ["scenario", "app", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "SQL/req", "RT/req"]
-    rows = [[*header, "conn/req", "ug/floor"]]
+    def listed(values: list[float], digits: int = 2) -> str:
+        return " ".join(fmt(v, digits) for v in values) or "n/a"
 
-    def line(label: str, app: str, r: dict[str, Any], sql_of: tuple[str, str], ratio: str) -> None:
+    peer = "ratio_peer" in summary["users"]
+    header = ["scenario", "app", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "SQL/req", "RT/req"]
+    rows = [[*header, "conn/req", "ug/floor", *(["ug/peer"] if peer else [])]]
+
+    def line(
+        label: str,
+        app: str,
+        r: dict[str, Any],
+        sql_of: tuple[str, str],
+        ratio: str,
+        peer_ratio: str = "",
+    ) -> None:
         # While logins run, the server's CPU time is mostly theirs: per me it would mislead.
         cpu = "" if app == "+logins" else fmt(r["cpu_ms_per_request"], 2)
         conn = r["db_connections_per_request"]
@@ -269,25 +401,68 @@ def report(
                 *stmts(*sql_of),
                 "" if conn != conn else f"{conn:.2f}",
                 ratio,
+                *([peer_ratio] if peer else []),
             ]
         )
 
-    labels = {"me": "me", "users": "users first 50", "deep": "users deep 50"}
+    labels = {
+        "me": "me",
+        "users": "users first 50",
+        "deep": "users deep 50",
+        "typename": "__typename",
+    }
     for scenario, label in labels.items():
-        for app in ("usergraph", "floor"):
-            if r := summary[scenario].get(app):
-                ratio = f"{summary[scenario]['ratio']:.2f}x" if app == "usergraph" else ""
-                line(label, app, r, (app, scenario), ratio)
+        s = summary[scenario]
+        for app in ("usergraph", "floor", "postgraphile"):
+            if r := s.get(app):
+                ours = app == "usergraph"
+                ratio = f"{s['ratio']:.2f}x" if ours and "ratio" in s else ""
+                peer_ratio = f"{s['ratio_peer']:.2f}x" if ours and "ratio_peer" in s else ""
+                line(label, app, r, (app, scenario), ratio, peer_ratio)
     line("me, paced", "alone", summary["me_paced_alone"], ("usergraph", "me"), "")
     line("me, paced", "+logins", summary["me_paced_logins"], ("usergraph", "me"), "")
     line("login storm", "usergraph", summary["login_storm"], ("usergraph", "login"), "")
     line("register", "usergraph", summary["register"], ("usergraph", "register"), "")
+    line("refresh", "usergraph", summary["refresh"], ("usergraph", "refresh"), "")
     for app, r in summary["workers"].items():
-        if app != "ratio":
+        if app not in ("ratio", "ratios"):
             line("users first 50", app, r, ("usergraph", "users"), "")
-    lines = [_table(rows, right={2, 3, 4, 5, 6, 7, 8, 9}), ""]
+    lines = [_table(rows, right=set(range(2, len(rows[0])))), ""]
     lag = summary["loop_lag_ms"]
+    refresh = summary["refresh"]
     lines += [
+        "usergraph / floor, req/s, per round: "
+        + "; ".join(f"{labels[n]} {listed(summary[n]['ratios'])}" for n in ("me", "users", "deep")),
+    ]
+    if peer:
+        versions = summary["peer"]
+        per_round = "; ".join(
+            f"{labels[n]} {listed(summary[n]['ratios_peer'])}"
+            for n in ("users", "deep", "typename")
+            if "ratios_peer" in summary[n]
+        )
+        cpu = ", ".join(
+            f"{labels[n]} {fmt(summary[n]['cpu_vs_peer'], 2)}x"
+            for n in ("users", "deep", "typename")
+            if "cpu_vs_peer" in summary[n]
+        )
+        lines += [
+            f"usergraph / PostGraphile, req/s, per round: {per_round}",
+            f"PostGraphile {versions.get('postgraphile')} on Node {versions.get('node')} (amber "
+            "preset, production, one process, reading as postgres with no auth; usergraph "
+            f"checks an admin's token on each page): CPU per request usergraph / PostGraphile: "
+            f"{cpu}; RSS of its process during users/deep (peak): "
+            f"{summary.get('peer_rss_peak_mib', 'n/a')} MiB",
+        ]
+    elif summary["peer"].get("skipped"):
+        lines.append(f"PostGraphile: not run ({summary['peer']['skipped']})")
+    lines += [
+        f"refresh: {fmt(refresh['req_per_s'])}/s on {refresh['connections']} connections, each "
+        f"chaining its own token; server CPU {fmt(refresh['cores_used'], 2)} cores of wall: "
+        f"{fmt(refresh['per_core'])} refreshes per core-second (per round "
+        f"{listed(refresh['per_core_rounds'], 1)}) = {fmt(summary['refresh_vs_keycloak'], 2)}x "
+        f"Keycloak's {KEYCLOAK_REFRESH_PER_CORE:.0f}/s per core (PostgreSQL's CPU not counted); "
+        f"{refresh['failed']} refused",
         f"deep page / first page latency (usergraph p50): {summary['deep_vs_first_p50']:.2f}x",
         f"me p99 with logins / alone: {summary['storm_p99_ratio']:.2f}x "
         f"(me paced: {config.paced_connections} connections, {config.pace_ms} ms pause)",
@@ -311,12 +486,18 @@ def report(
         f"users page, {config.workers} workers / 1 worker: {summary['workers']['ratio']:.2f}x",
         "",
     ]
-    goal_rows = [["target", "measured", "goal", ""]]
+    goal_rows = [["target", "measured", "goal", "", "per round"]]
     for g in goals:
         value = g["value"]
         unit = " MiB" if "MiB" in g["goal"] else " ms" if " ms" in g["goal"] else "x"
         goal_rows.append(
-            [g["target"], f"{fmt(value, 2)}{unit}", g["goal"], "MET" if g["met"] else "NOT MET"]
+            [
+                g["target"],
+                f"{fmt(value, 2)}{unit}",
+                g["goal"],
+                "MET" if g["met"] else "NOT MET",
+                listed(g["rounds"]) if g["rounds"] else "",
+            ]
         )
     lines.append(_table(goal_rows, right={1}))
     return "\n".join(lines)

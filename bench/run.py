@@ -1,16 +1,27 @@
-"""The benchmark: usergraph against the floor on PostgreSQL, driven by wrk (`make bench`).
+"""The benchmark: usergraph against the floor and PostGraphile on PostgreSQL, driven by wrk
+(`make bench`).
 
 Seeds the database (seed.py), starts `usergraph serve` (production mode, one worker, default
 argon2 costs, throttles opened wide so they do not interfere), the floor app (floor.py:
-Starlette + SQLAlchemy Core, the same SQL, byte-identical JSON, checked before measuring) and a
+Starlette + SQLAlchemy Core, the same SQL, byte-identical JSON, checked before measuring), the
+peer (peer.py: PostGraphile 5, amber preset, production mode, one Node 22 process, installed
+with npm ci on first use; skipped, saying why, when npm is missing or the install fails) and a
 second usergraph with two workers, each on its own port. Every round runs every scenario,
-usergraph and its comparison one after the other (A B, A B, ...); ratios are taken within a
-round and the median over rounds is reported (scenarios.py, report.py).
+usergraph and its comparisons one after the other (A B C, A B, ...); ratios are taken within a
+round and reported per round and as the median over rounds (scenarios.py, report.py).
 
     me          `me { id username email roles { name } }` with a bearer token
     users       `users(first: 50) { totalCount edges { node { id username email roles
                 { name } } } }` as an admin
     deep        the same page after a cursor near the end of the table
+    __typename  `{ __typename }` without a token: the cost of a request itself (against the peer)
+    (peer)      users and deep as PostGraphile asks them (`allUsers(orderBy: [CREATED_AT_ASC,
+                ROW_ID_ASC], first: 50)` with the roles through user_roles), checked to hold the
+                same users as usergraph's answers; it reads as postgres, with no token to check
+    refresh     `refresh` with a fresh token per request: each wrk connection starts with the
+                refresh token of its own login and sends the one each answer hands out (rotation
+                makes them single-use); a refused refresh fails the run. Against Keycloak's
+                sizing figure: 120 refreshes per second per core (server CPU time / wall)
     storm       `me` at a steady pace (wrk's delay()) alone, then while 20 clients log in
                 without pause; meanwhile a probe GETs /healthz every 10 ms from outside
                 (event-loop lag), and the same probe on the idle floor process is the control
@@ -22,12 +33,13 @@ Per run: req/s, p50 and p99 (wrk), server CPU ms per request (/proc/PID/stat), n
 connections per request (pg_stat_database.sessions); per request type, SQL statements and
 database round trips, counted in-process (sqlcount.py); peak RSS of the worker under users.
 
-With two or more CPUs the single-worker servers are pinned to the first CPU and wrk to the
-second for me/users/deep (PostgreSQL is left to the scheduler); the scenarios that hash
-passwords and the workers comparison run unpinned, as the hasher uses every core.
+With two or more CPUs the single-worker servers (PostGraphile too) are pinned to the first CPU
+and wrk to the second for me/users/deep/__typename/refresh (PostgreSQL is left to the
+scheduler); the scenarios that hash passwords and the workers comparison run unpinned, as the
+hasher uses every core.
 
     .venv/bin/python bench/run.py [--users 100000] [--rounds 3] [--duration 10] [--no-pin]
-                                  [--set USERGRAPH_DATABASE_POOL_SIZE=30 ...]
+                                  [--no-peer] [--set USERGRAPH_DATABASE_POOL_SIZE=30 ...]
     BENCH_QUICK=1: 1 round of 3 s on 10,000 users.  DATABASE_URL: the database to seed and use.
 """
 
@@ -46,11 +58,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import peer
 from floor import ME_QUERY, USERS_QUERY
 from hashing import measure_hashing
 from loadgen import wrk_version
 from report import Config, Measurements, report, summarize, targets
-from scenarios import DRIVER_AGENT, Bench, Fixed, body_text, count_sql, login
+from scenarios import DRIVER_AGENT, Bench, Fixed, PeerRequest, body_text, count_sql, login
 from seed import (
     ADMIN_USERNAME,
     DEFAULT_USERS,
@@ -104,6 +117,7 @@ def parse_config() -> Config:
     parser.add_argument("--register-connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
+    parser.add_argument("--no-peer", action="store_true", help="leave PostGraphile out")
     parser.add_argument(
         "--set",
         action="append",
@@ -138,6 +152,7 @@ def parse_config() -> Config:
         quick=quick,
         output=args.output,
         settings=settings,
+        peer=not args.no_peer,
     )
 
 
@@ -170,8 +185,8 @@ def main() -> None:
     )
     if len(cpus) >= 2 and config.pin:
         print(
-            f"pinning: usergraph and floor on CPU {cpus[0]}, wrk on CPU {cpus[1]} for "
-            "me/users/deep; the rest unpinned",
+            f"pinning: usergraph, the floor and PostGraphile on CPU {cpus[0]}, wrk on CPU "
+            f"{cpus[1]} for me/users/deep/__typename/refresh; the rest unpinned",
             flush=True,
         )
     if config.settings:
@@ -203,6 +218,9 @@ def main() -> None:
     }
     env = server_environment(**settings_env)
     os.environ.update(settings_env)
+    peer_skipped = peer.install() if config.peer else "--no-peer"
+    if peer_skipped:
+        print(f"peer: PostGraphile is left out: {peer_skipped}", flush=True)
     m: Measurements
     with tempfile.TemporaryDirectory(prefix="usergraph-bench-") as scratch:
         directory = Path(scratch)
@@ -221,15 +239,28 @@ def main() -> None:
                 workers=config.workers,
             ),
         }
+        if not peer_skipped:
+            servers["postgraphile"] = peer.peer_server(
+                env=env, database_url=url, directory=directory, cpus=server_cpus
+            )
         db_sessions: DatabaseSessions | None = None
         try:
             for server in servers.values():
                 server.start()
-            for server in servers.values():
-                server.wait_ready()
+            for name, server in list(servers.items()):
+                try:
+                    server.wait_ready()
+                except SystemExit as error:
+                    if name != "postgraphile":
+                        raise
+                    peer_skipped = f"it did not start: {error}"
+                    print(f"peer: PostGraphile is left out: {peer_skipped}", flush=True)
+                    server.stop()
+                    del servers[name]
             db_sessions = DatabaseSessions(url)
             bench = Bench(config, servers, cpus, db_sessions)
             m = bench.m
+            m.peer = {"skipped": peer_skipped} if peer_skipped else peer.versions()
             admin = login(bench.ug, ADMIN_USERNAME)
             user = login(bench.ug, USER_USERNAME)
             deep_n = config.users - 100
@@ -247,7 +278,27 @@ def main() -> None:
             for scenario in (me, users, deep):
                 bench.identical_answer(scenario)
             print("usergraph and the floor answer byte for byte the same: ok", flush=True)
-            sql = asyncio.run(count_sql(Settings(_env_file=None), [me, users, deep]))
+            typename = Fixed("typename", body_text(peer.TYPENAME_QUERY), "", '"__typename"')
+            bench.answer(typename)
+            if bench.peer is not None:
+                after = peer.cursor_of_user(bench.peer, deep_n)
+                for asked, body, same_users in (
+                    (users, body_text(peer.PEER_USERS_QUERY), True),
+                    (deep, body_text(peer.PEER_USERS_QUERY, {"after": after}), True),
+                    (typename, body_text(peer.TYPENAME_QUERY), False),
+                ):
+                    request = PeerRequest(Fixed(asked.name, body, "", ""), same_users)
+                    bench.check_peer(asked, request)
+                print(
+                    f"PostGraphile {m.peer['postgraphile']} (Node {m.peer['node']}) answers with "
+                    "the same users as usergraph: ok",
+                    flush=True,
+                )
+            refresh_accounts = config.users // 2  # seeded accounts the refreshes log in as
+            counted = bench.refresh_tokens(2, refresh_accounts - 2)
+            sql = asyncio.run(
+                count_sql(Settings(_env_file=None), [me, users, deep], [typename], counted)
+            )
             for name in ("me", "users", "deep"):
                 ours, theirs = (sorted(sql[app][name]["sql"]) for app in ("usergraph", "floor"))
                 if ours != theirs:
@@ -257,13 +308,17 @@ def main() -> None:
                         flush=True,
                     )
             asyncio.run(_reset(url, everything=False))
-            bench.warm_up([me, users, deep])
+            bench.warm_up([me, users, deep], [typename])
             for round_ in range(1, config.rounds + 1):
                 print(f"round {round_} of {config.rounds}", flush=True)
-                bench.ug.pin(bench.server_cpus)
-                bench.floor.pin(bench.server_cpus)
+                tokens = bench.refresh_tokens(config.connections, refresh_accounts)
+                for process in (bench.ug, bench.floor, bench.peer):
+                    if process is not None:
+                        process.pin(bench.server_cpus)
                 for scenario in (me, users, deep):
                     bench.compare(round_, scenario)
+                bench.compare(round_, typename, floor=False)
+                bench.refresh(round_, tokens)
                 bench.ug.pin(None)
                 bench.storm(round_, me, config.users)
                 bench.register(round_)

@@ -1,42 +1,66 @@
-"""The scenarios: each round, usergraph against the floor (or against itself) under wrk."""
+"""The scenarios: each round, usergraph against the floor, the peer (PostGraphile) or itself
+under wrk."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from hashing import hash_flat_out
-from loadgen import LagProbe, Wrk, WrkResult, fixed_script, templated_script
+from loadgen import LagProbe, Wrk, WrkResult, fixed_script, refresh_script, templated_script
+from peer import check_same_users
 from report import MIB, Config, Measurements
-from seed import BENCH_PASSWORD, BENCH_USER_AGENT, USER_USERNAME
+from seed import BENCH_PASSWORD, BENCH_USER_AGENT, USER_USERNAME, seeded_username
 from servers import DatabaseSessions, RssSampler, Server
 
 from usergraph.settings import Settings
 
 DRIVER_AGENT = "usergraph-bench-driver"  # the driver's own logins; kept until the run ends
 LOGIN = "mutation($input: LoginInput!) { login(input: $input) { accessToken userErrors { code } } }"
+SIGN_IN = (
+    "mutation($input: LoginInput!) { login(input: $input) "
+    "{ accessToken refreshToken userErrors { code } } }"
+)
+REFRESH = (
+    "mutation($input: RefreshInput!) { refresh(input: $input) "
+    "{ accessToken refreshToken userErrors { code } } }"
+)
+TOKEN_PLACEHOLDER = "@REFRESH_TOKEN@"
 REGISTER = (
     "mutation($input: RegisterInput!) { register(input: $input) "
     "{ accessToken userErrors { code } } }"
 )
 
 
-def login(server: Server, username: str) -> str:
-    body = {"query": LOGIN, "variables": {"input": {"login": username, "password": BENCH_PASSWORD}}}
+def sign_in(server: Server, username: str) -> dict[str, str]:
+    """Log in as username; the access token and the refresh token."""
+    body = {
+        "query": SIGN_IN,
+        "variables": {"input": {"login": username, "password": BENCH_PASSWORD}},
+    }
     response = httpx.post(
         server.base_url + "/graphql",
         json=body,
         headers={"User-Agent": DRIVER_AGENT},
         timeout=60,
     )
-    token = response.json().get("data", {}).get("login", {}).get("accessToken")
-    if not token:
+    payload = (response.json().get("data") or {}).get("login") or {}
+    if not payload.get("accessToken") or not payload.get("refreshToken"):
         raise SystemExit(f"could not log in as {username}: {response.text[:500]}")
-    return str(token)
+    return {"access": str(payload["accessToken"]), "refresh": str(payload["refreshToken"])}
+
+
+def login(server: Server, username: str) -> str:
+    return sign_in(server, username)["access"]
+
+
+def refresh_body(token: str) -> dict[str, Any]:
+    return {"query": REFRESH, "variables": {"input": {"refreshToken": token}}}
 
 
 def body_text(query: str, variables: dict[str, Any] | None = None) -> str:
@@ -47,7 +71,9 @@ def body_text(query: str, variables: dict[str, Any] | None = None) -> str:
 
 
 def post(server: Server, body: str, token: str) -> httpx.Response:
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return httpx.post(server.base_url + "/graphql", content=body, headers=headers, timeout=60)
 
 
@@ -57,8 +83,17 @@ class Fixed:
 
     name: str
     body: str
-    token: str
+    token: str  # "" for none
     check: str  # what the answer must contain, beyond being identical
+
+
+@dataclass
+class PeerRequest:
+    """PostGraphile's equivalent of a usergraph scenario, and its answer once checked."""
+
+    scenario: Fixed
+    same_users: bool  # a page: it must hold usergraph's users; else the bytes must match
+    expected: bytes = b""
 
 
 class Bench:
@@ -79,6 +114,7 @@ class Bench:
         self.server_cpus = {cpus[0]} if pinned else None
         self.load_cpus = {cpus[1]} if pinned else None
         self.m = Measurements()
+        self.peer_requests: dict[str, PeerRequest] = {}
 
     @property
     def ug(self) -> Server:
@@ -87,6 +123,44 @@ class Bench:
     @property
     def floor(self) -> Server:
         return self.servers["floor"]
+
+    @property
+    def peer(self) -> Server | None:
+        return self.servers.get("postgraphile")
+
+    def answer(self, scenario: Fixed) -> bytes:
+        """usergraph's answer to a scenario the floor does not serve, checked."""
+        ours = post(self.ug, scenario.body, scenario.token)
+        if (
+            ours.status_code != 200
+            or b'"errors"' in ours.content
+            or scenario.check.encode() not in ours.content
+        ):
+            raise SystemExit(
+                f"error: usergraph answered {scenario.name} unexpectedly "
+                f"({ours.status_code}): {ours.text[:600]}"
+            )
+        return ours.content
+
+    def check_peer(self, ours: Fixed, request: PeerRequest) -> None:
+        """PostGraphile's answer must hold what usergraph's does; keep it as the expected."""
+        assert self.peer is not None
+        mine = post(self.ug, ours.body, ours.token)
+        theirs = post(self.peer, request.scenario.body, request.scenario.token)
+        if theirs.status_code != 200 or b'"errors"' in theirs.content:
+            raise SystemExit(
+                f"error: PostGraphile answered {ours.name} unexpectedly "
+                f"({theirs.status_code}): {theirs.text[:600]}"
+            )
+        if request.same_users:
+            check_same_users(ours.name, mine.content, theirs.content)
+        elif theirs.content != mine.content:
+            raise SystemExit(
+                f"error: PostGraphile answered {ours.name} with {theirs.content[:300]!r}, "
+                f"usergraph with {mine.content[:300]!r}"
+            )
+        request.expected = theirs.content
+        self.peer_requests[ours.name] = request
 
     def identical_answer(self, scenario: Fixed) -> bytes:
         """usergraph's answer, after checking that the floor's is byte for byte the same."""
@@ -126,6 +200,7 @@ class Bench:
         duration: float,
         cpus: set[int] | None,
         settle: bool = True,
+        threads: int = 1,
     ) -> WrkResult:
         if settle:
             _settle(server)  # nothing left over from the previous run
@@ -136,6 +211,7 @@ class Bench:
             script,
             connections=connections,
             duration=duration,
+            threads=threads,
             cpus=cpus,
         ).result()
         result.cpu_s = server.cpu_seconds() - before
@@ -161,7 +237,8 @@ class Bench:
             server, script, connections=connections, duration=duration, cpus=cpus, settle=settle
         )
 
-    def warm_up(self, scenarios: list[Fixed]) -> None:
+    def warm_up(self, scenarios: list[Fixed], alone: list[Fixed]) -> None:
+        """Every server on every scenario it will run (V8 compiles the peer's hot code)."""
         for scenario in scenarios:
             expected = self.identical_answer(scenario)
             for server in (self.ug, self.floor, self.servers["usergraph-workers"]):
@@ -175,30 +252,98 @@ class Bench:
                     if server is not self.servers["usergraph-workers"]
                     else None,
                 )
+        for scenario in alone:
+            self.fixed(
+                self.ug,
+                scenario,
+                self.answer(scenario),
+                self.config.warmup,
+                connections=self.config.connections,
+                cpus=self.load_cpus,
+            )
+        if self.peer is not None:
+            for request in self.peer_requests.values():
+                self.fixed(
+                    self.peer,
+                    request.scenario,
+                    request.expected,
+                    self.config.warmup,
+                    connections=self.config.connections,
+                    cpus=self.load_cpus,
+                )
 
-    def compare(self, round_: int, scenario: Fixed) -> None:
-        """usergraph, then the floor, on the same request (A B)."""
+    def compare(self, round_: int, scenario: Fixed, *, floor: bool = True) -> None:
+        """usergraph, then the floor on the same request, then PostGraphile on its equivalent
+        (A B C); the ratios to both take usergraph's run of the round."""
         config = self.config
-        expected = self.identical_answer(scenario)
-        for app, server in (("usergraph", self.ug), ("floor", self.floor)):
+        expected = self.identical_answer(scenario) if floor else self.answer(scenario)
+        runs: list[tuple[str, Server, Fixed, bytes]] = [("usergraph", self.ug, scenario, expected)]
+        if floor:
+            runs.append(("floor", self.floor, scenario, expected))
+        request = self.peer_requests.get(scenario.name)
+        if self.peer is not None and request is not None:
+            runs.append(("postgraphile", self.peer, request.scenario, request.expected))
+        for app, server, sent, answer in runs:
             sampler = None
-            if app == "usergraph" and scenario.name in ("users", "deep"):
+            if app != "floor" and scenario.name in ("users", "deep"):
                 sampler = RssSampler(server.workers())
                 sampler.start()
             result = self.fixed(
                 server,
-                scenario,
-                expected,
+                sent,
+                answer,
                 config.duration,
                 connections=config.connections,
                 cpus=self.load_cpus,
             )
             if sampler is not None:
                 peak = sampler.stop()
-                self.m.users_rss_peak_kib = max(self.m.users_rss_peak_kib, peak)
+                if app == "usergraph":
+                    self.m.users_rss_peak_kib = max(self.m.users_rss_peak_kib, peak)
+                else:
+                    self.m.peer_rss_peak_kib = max(self.m.peer_rss_peak_kib, peak)
                 result.extra["rss_peak_mib"] = round(peak / MIB, 1)
             self.m.add(round_, scenario.name, app, result)
             _progress(round_, scenario.name, app, result)
+
+    def refresh_tokens(self, count: int, first: int) -> list[str]:
+        """Log in count seeded accounts from first on: one refresh token for each connection."""
+        names = [seeded_username(first + n) for n in range(count)]
+        with ThreadPoolExecutor(max_workers=min(count, 4)) as pool:
+            return [pair["refresh"] for pair in pool.map(lambda n: sign_in(self.ug, n), names)]
+
+    def refresh(self, round_: int, tokens: list[str]) -> None:
+        """A refresh per request, each connection chaining its own token (rotation makes every
+        token single-use); any refused refresh fails the run."""
+        script = refresh_script(
+            refresh_body(TOKEN_PLACEHOLDER), TOKEN_PLACEHOLDER, tokens, agent=BENCH_USER_AGENT
+        )
+        result = self.run_wrk(
+            self.ug,
+            script,
+            connections=len(tokens),
+            threads=len(tokens),  # wrk's Lua state is per thread: one token chain each
+            duration=self.config.duration,
+            cpus=self.load_cpus,
+        )
+        cores = result.cpu_s / result.duration_s if result.duration_s else float("nan")
+        result.extra["connections"] = len(tokens)
+        result.extra["cores_used"] = round(cores, 3)
+        result.extra["ok_per_cpu_s"] = round(result.ok / result.cpu_s, 1) if result.cpu_s else None
+        self.m.add(round_, "refresh", "usergraph", result)
+        _progress(round_, "refresh", "usergraph", result)
+        print(
+            f"  round {round_} {'refresh':<18} {'per core':<12} "
+            f"{result.extra['ok_per_cpu_s'] or float('nan'):8.1f} /s per core "
+            f"(server CPU {cores:.2f} cores of wall)",
+            flush=True,
+        )
+        if result.failures:
+            print(
+                f"  !! refresh: {result.bad} refreshes refused or malformed, errors "
+                f"{result.errors}; e.g. {result.sample[:300]}",
+                flush=True,
+            )
 
     def storm(self, round_: int, me: Fixed, users: int) -> None:
         """me at a steady pace, alone and while storm_clients log in; /healthz probed."""
@@ -297,7 +442,7 @@ class Bench:
         rate = hash_flat_out(len(self.cpus), self.config.duration)
         self.m.hashing.append({"round": round_, "per_s": round(rate, 2)})
         label = "hashing flat out"
-        print(f"  round {round_} {label:<18} {'driver':<10} {rate:8.1f} /s", flush=True)
+        print(f"  round {round_} {label:<18} {'driver':<12} {rate:8.1f} /s", flush=True)
 
     def workers(self, round_: int, users: Fixed) -> None:
         expected = self.identical_answer(users)
@@ -335,27 +480,32 @@ def _progress(round_: int, scenario: str, app: str, result: WrkResult, ok: bool 
     cpu = 1000 * result.cpu_s / result.requests if result.requests else float("nan")
     flag = f"  !! {result.failures} failed" if result.failures and not ok else ""
     print(
-        f"  round {round_} {scenario:<18} {app:<10} {rate:8.1f} req/s  p50 "
+        f"  round {round_} {scenario:<18} {app:<12} {rate:8.1f} req/s  p50 "
         f"{result.latency_ms['p50']:7.2f} ms  p99 {result.latency_ms['p99']:8.2f} ms  "
         f"CPU {cpu:6.2f} ms/req{flag}",
         flush=True,
     )
 
 
-async def count_sql(settings: Settings, scenarios: list[Fixed]) -> dict[str, dict[str, Any]]:
+async def count_sql(
+    settings: Settings,
+    scenarios: list[Fixed],
+    alone: list[Fixed],
+    refresh_tokens: list[str],
+) -> dict[str, dict[str, Any]]:
     """Statements and round trips per request (bench/sqlcount.py): the scenarios in usergraph
-    and in the floor, and a login and a registration in usergraph."""
+    and in the floor; the ones alone, a login, a registration and a refresh (two refresh
+    tokens: one to warm up, one counted) in usergraph."""
     import floor
     from sqlcount import Request, count_requests
 
     from usergraph.app import create_app
 
     def request(scenario: Fixed) -> Request:
-        return Request(
-            scenario.name,
-            json.loads(scenario.body),
-            {"Authorization": f"Bearer {scenario.token}", "User-Agent": BENCH_USER_AGENT},
-        )
+        headers = {"User-Agent": BENCH_USER_AGENT}
+        if scenario.token:
+            headers["Authorization"] = f"Bearer {scenario.token}"
+        return Request(scenario.name, json.loads(scenario.body), headers)
 
     login_body = {
         "query": LOGIN,
@@ -379,16 +529,21 @@ async def count_sql(settings: Settings, scenarios: list[Fixed]) -> dict[str, dic
     signing_in = [
         Request("login", login_body, agent),
         Request("register", register_body(), agent),
+        Request("refresh", refresh_body(refresh_tokens[0]), agent),
     ]
 
     def fresh(r: Request) -> Request:
-        return Request(r.name, register_body(), r.headers) if r.name == "register" else r
+        if r.name == "register":
+            return Request(r.name, register_body(), r.headers)
+        if r.name == "refresh":
+            return Request(r.name, refresh_body(refresh_tokens[1]), r.headers)
+        return r
 
     app = create_app(settings)
     ours = await count_requests(
         app,
         lambda: app.router.lifespan_context(app),
-        [*map(request, scenarios), *signing_in],
+        [*map(request, [*scenarios, *alone]), *signing_in],
         repeat=fresh,
     )
     floor_app = floor.create_app(settings)
