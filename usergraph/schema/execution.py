@@ -58,11 +58,9 @@ class Kind(enum.Enum):
     OBJECTS = "list of objects"
 
 
-class _Handover(Exception):
-    """The fast path cannot answer this field: graphql-core's execute_field does."""
-
-
-_HANDOVER = _Handover()
+# What the fast path answers when it cannot answer a field: graphql-core's execute_field does.
+# A value, not an exception: a raised instance keeps every traceback it was raised with.
+_HANDOVER: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +181,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 result = parent_type.name
             else:
                 field_path = Path(path, response_name, parent_type.name)
-                try:
-                    if way.kind is Kind.SLOW:
-                        raise _HANDOVER
+                result = _HANDOVER
+                if way.kind is not Kind.SLOW:
                     result = self._fast_field(way, source_value, field_details_list, field_path)
-                except _Handover:
+                if result is _HANDOVER:
                     result = self.execute_field(
                         parent_type, source_value, field_details_list, field_path, position_context
                     )
@@ -203,11 +200,11 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     # --- one field ---------------------------------------------------------------------------
 
     def _value(self, way: FieldWay, source: Any) -> Any:
-        """The field's value, as its resolver gives it (or _Handover)."""
+        """The field's value, as its resolver gives it (or _HANDOVER)."""
         if way.self_or_admin:
             known, viewer = self.context_value.known_viewer()
             if not known:
-                raise _HANDOVER
+                return _HANDOVER
             if not may_see(viewer, source.id):
                 return None
         field = way.field
@@ -225,38 +222,40 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 kwargs[resolver.info_parameter.name] = self._context_only
             value = resolver(*args, **kwargs)
         except Exception:
-            raise _HANDOVER from None
+            return _HANDOVER
         if self.is_awaitable(value):
-            raise _HANDOVER  # a loader's future: graphql-core awaits the same one
+            return _HANDOVER  # a loader's future: graphql-core awaits the same one
         return value
 
     def _fast_field(
         self, way: FieldWay, source: Any, field_details_list: Any, field_path: Path
     ) -> Any:
         value = self._value(way, source)
+        if value is _HANDOVER:
+            return _HANDOVER
         if value is None:
             if way.non_null:
-                raise _HANDOVER  # graphql-core's "Cannot return null" error, located
+                return _HANDOVER  # graphql-core's "Cannot return null" error, located
             return None
         if way.kind is Kind.LEAF:
             assert way.leaf is not None
             try:
                 coerced = way.leaf.coerce_output_value(value)
             except Exception:
-                raise _HANDOVER from None
+                return _HANDOVER
             if coerced is None or coerced is Undefined:
-                raise _HANDOVER
+                return _HANDOVER
             return coerced
         object_type = way.object_type
         assert object_type is not None
         if way.kind is Kind.OBJECT:
             if not _is_type_of(object_type, value):
-                raise _HANDOVER
+                return _HANDOVER
             return self._object(object_type, way, value, field_details_list, field_path)
         if not isinstance(value, list | tuple):
-            raise _HANDOVER
+            return _HANDOVER
         if any(item is None or not _is_type_of(object_type, item) for item in value):
-            raise _HANDOVER
+            return _HANDOVER
         return self._objects(object_type, way, value, field_details_list, field_path)
 
     def _object(
