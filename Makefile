@@ -10,7 +10,7 @@ NODE_TEST_DIRS := tests/system/graphql_http tests/system/browser tests/system/jw
 # GraphiQL's bundles (usergraph/graphiql): from npm, pinned by the committed lock file.
 ASSETS_DIR := usergraph/graphiql
 
-.PHONY: run test check format schema migrate bench faults assets clean
+.PHONY: run test check format schema migrate bench profile faults assets clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "usergraph needs Python 3.11 or newer")'
@@ -82,6 +82,10 @@ bench: $(VENV)/.installed-dev
 # scenario gets a throwaway database and Redis prefix, removed afterwards. Prints one table;
 # exits 1 when a goal is not met. About 18 minutes; FAULTS_SOAK_SECONDS=60 (10 minutes by
 # default) and FAULTS_TIMING_ATTEMPTS=50 (200) make it about 4. FAULTS_ARGS="--only soak".
+# Where a request's CPU time goes, by library (py-spy under wrk): PROFILE_ARGS="--scenario me".
+profile: $(VENV)/.installed-dev
+	$(BIN)/python bench/profile.py $(PROFILE_ARGS)
+
 faults: $(VENV)/.installed-dev
 	FAULTS_SOAK_SECONDS="$(FAULTS_SOAK_SECONDS)" FAULTS_TIMING_ATTEMPTS="$(FAULTS_TIMING_ATTEMPTS)" \
 		$(BIN)/python bench/faults.py $(FAULTS_ARGS)

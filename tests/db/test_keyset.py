@@ -13,7 +13,15 @@ from sqlalchemy import Integer, Select, String, create_engine, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from usergraph.db.keyset import Key, Page, PageRequest, paginate, to_page
+from usergraph.db.keyset import (
+    Key,
+    Page,
+    PageRequest,
+    bound_paginate,
+    bound_values,
+    paginate,
+    to_page,
+)
 
 
 class Base(DeclarativeBase):
@@ -243,3 +251,37 @@ def test_to_page_of_size_zero_tells_whether_rows_exist() -> None:
     assert to_page([1], PageRequest(last=0)) == Page(
         [], has_next_page=False, has_previous_page=True
     )
+
+
+# --- bound_paginate: the same rows from one statement per shape -----------------------------
+
+BOUND_REQUESTS = [
+    PageRequest(first=3),
+    PageRequest(first=2, after=("b", 1)),
+    PageRequest(last=2),
+    PageRequest(last=3, before=("c", 3)),
+    PageRequest(first=4, after=("a", 2), before=("d", 5)),
+    PageRequest(first=0, after=("e", 7)),
+]
+
+
+@pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
+@pytest.mark.parametrize("request_", BOUND_REQUESTS, ids=repr)
+def test_bound_paginate_reads_what_paginate_reads(
+    session: Session, request_: PageRequest, descending: bool
+) -> None:
+    bound = bound_paginate(select(Item), COLUMNS, request_, descending=descending)
+    rows = session.scalars(bound, bound_values(request_)).all()
+    assert pairs(to_page(rows, request_)) == pairs(fetch(session, request_, descending=descending))
+
+
+def test_bound_paginate_serves_every_page_of_its_shape() -> None:
+    """Its statement holds no value of the request: pages of one shape share it."""
+    one = bound_paginate(select(Item.id), COLUMNS, PageRequest(first=3, after=("a", 1)))
+    other = bound_paginate(select(Item.id), COLUMNS, PageRequest(first=9, after=("z", 8)))
+    assert str(one.compile(dialect=POSTGRESQL)) == str(other.compile(dialect=POSTGRESQL))
+    assert bound_values(PageRequest(first=9, after=("z", 8))) == {
+        "page_limit": 10,
+        "after_0": "z",
+        "after_1": 8,
+    }

@@ -10,7 +10,14 @@ from typing import Any, Literal
 from sqlalchemy import Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from usergraph.db.keyset import Page, PageRequest, paginate, to_page
+from usergraph.db.keyset import (
+    Page,
+    PageRequest,
+    bound_paginate,
+    bound_values,
+    paginate,
+    to_page,
+)
 from usergraph.db.models import ADMIN_ROLE, Role, User, UserSession, user_roles
 from usergraph.db.records import (
     ROLE_COLUMNS,
@@ -76,18 +83,39 @@ async def page_users(
     descending: bool,
 ) -> Page[UserRecord]:
     column = User.created_at if order_column == "created_at" else User.username
-    query = paginate(
-        _filtered(select(*USER_COLUMNS), user_filter),
-        [column, User.id],
-        request,
-        descending=descending,
-    )
-    rows = (await reader.execute(query)).all()
+    if user_filter == _NO_FILTER:  # the common listing: one statement per shape, built once
+        shape = (
+            order_column,
+            descending,
+            request.after is None,
+            request.before is None,
+            request.backwards,
+        )
+        query = _PAGES.get(shape)
+        if query is None:
+            query = bound_paginate(
+                select(*USER_COLUMNS), [column, User.id], request, descending=descending
+            )
+            _PAGES[shape] = query
+        rows = (await reader.execute(query, bound_values(request))).all()
+    else:
+        query = paginate(
+            _filtered(select(*USER_COLUMNS), user_filter),
+            [column, User.id],
+            request,
+            descending=descending,
+        )
+        rows = (await reader.execute(query)).all()
     return to_page([user_record(row) for row in rows], request)
 
 
+_NO_FILTER = UserFilter()
+_PAGES: dict[tuple[Any, ...], Select[Any]] = {}
+_COUNT_ALL = select(func.count()).select_from(User)
+
+
 async def count_users(reader: Reader, *, user_filter: UserFilter) -> int:
-    query = _filtered(select(func.count()).select_from(User), user_filter)
+    query = _COUNT_ALL if user_filter == _NO_FILTER else _filtered(_COUNT_ALL, user_filter)
     return int((await reader.execute(query)).scalar() or 0)
 
 
