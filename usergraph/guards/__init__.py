@@ -5,6 +5,8 @@
 - text.py: text no database takes (NUL) is refused at validation.
 - masking.py: every error gets extensions.code; internal faults are logged and masked.
 - timing.py: each operation's type, name and duration for the metrics (when they are on).
+- documents.py: documents named by hash (automatic persisted queries) and, when configured,
+  only the trusted ones; usergraph.http asks it before anything is parsed.
 
 `schema_extensions` hands them to the Schema (usergraph.app builds it), as factories: an
 extension instance would be shared by concurrent requests.
