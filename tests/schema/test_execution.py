@@ -20,9 +20,10 @@ extensions.requestId of a masked internal error may differ. Checked here:
 - that the fast path is taken at all (graphql-core's execute_field counted on a page of users)
   and how way_of classifies the real schema's fields.
 
-What the fast path still does differently is a strict xfail each (KNOWN_DIFFERENCES and
-test_concurrent_errors_keep_graphql_cores_order): they pass, and must lose their marks, once
-usergraph/schema/execution.py answers as graphql-core does."""
+What these tests once found the fast path doing differently (errors of concurrent fields in
+another order, a sibling's coroutine dropped when a field raised, a coroutine from a
+synchronous resolver made twice, is_type_of asked without its info) stays here as plain tests:
+ONCE_DIFFERENT and test_concurrent_errors_keep_graphql_cores_order."""
 
 from __future__ import annotations
 
@@ -299,8 +300,7 @@ def without_error_order(answer: Answer) -> Answer:
 async def test_generated_query_documents_answer_alike(
     app: Any, database_url: str, tmp_path: Path
 ) -> None:
-    """Equal answers, but for the order of errors from concurrent fields: the strict xfail
-    below shows that difference; once it passes, compare exactly here too."""
+    """Equal answers, the order of errors from concurrent fields included."""
     async with both(database_url, tmp_path) as pair:
         world = await populate(pair.fast)
         answers = blocking(pair.answers)
@@ -318,11 +318,7 @@ async def test_generated_query_documents_answer_alike(
             fast, plain = answers(document, None, None, world.viewers[viewer])
             stats["examples"] += 1
             stats["some data"] += has_data(fast)
-            if fast != plain:
-                stats["errors in another order"] += 1
-            assert without_error_order(fast) == without_error_order(plain), difference(
-                repr(document), viewer, fast, plain
-            )
+            assert fast == plain, difference(repr(document), viewer, fast, plain)
 
         await anyio.to_thread.run_sync(alike)
     assert stats["examples"] >= GENERATED_EXAMPLES, stats
@@ -336,12 +332,6 @@ CONCURRENT_ERRORS = """query($id: ID!) {
 }"""
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="errors of concurrent fields in another order (found by the test above; "
-    "test_small_schema_known_differences[concurrent-errors-order] shows it without a database)",
-)
 async def test_concurrent_errors_keep_graphql_cores_order(
     app: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -698,58 +688,31 @@ async def test_small_schema_cases_reach_their_errors() -> None:
     ]
 
 
-# What the fast path does differently: each a strict xfail until usergraph/schema/execution.py
-# answers as graphql-core does.
-KNOWN_DIFFERENCES = [
+# What the fast path once did differently (the differential tests found each): now answered as
+# graphql-core does.
+ONCE_DIFFERENT = [
     pytest.param(
         """{ a: top(case: "good") { middle { leaf { failsLater(ticks: 0) } } }
              b: fails(ticks: 1) }""",
         id="concurrent-errors-order",
-        marks=pytest.mark.xfail(
-            raises=AssertionError,
-            strict=True,
-            reason="errors of concurrent async fields come in another order: the fast path "
-            "takes more event-loop steps to a nested async field (it gathers even a single "
-            "awaitable, where graphql-core awaits it directly), so `b`'s error is listed first",
-        ),
     ),
     pytest.param(
         """{ top(case: "nullLeaf") { maybeMiddle { leaf { later name } } } }""",
         id="awaitable-beside-propagating-null",
-        marks=pytest.mark.xfail(
-            raises=AssertionError,
-            strict=True,
-            reason="when a field raises after a sibling returned an awaitable, FastExecutor."
-            "execute_fields drops the sibling's coroutine un-awaited (its resolver never runs, "
-            "RuntimeWarning 'coroutine ... was never awaited'); graphql-core settles it in the "
-            "background (settle_in_background)",
-        ),
     ),
     pytest.param(
         """{ top(case: "good") { middle { leaf { awaited } } } }""",
         id="coroutine-from-sync-resolver",
-        marks=pytest.mark.xfail(
-            raises=AssertionError,
-            strict=True,
-            reason="a synchronous resolver that returns a coroutine is called twice: the fast "
-            "path drops the first coroutine un-awaited (RuntimeWarning) before handing over",
-        ),
     ),
     pytest.param(
         """{ top(case: "good") { middle { inspected { value } } } }""",
         id="is-type-of-reads-info",
-        marks=pytest.mark.xfail(
-            raises=AssertionError,
-            strict=True,
-            reason="the fast path calls is_type_of(value, None): an is_type_of that reads its "
-            "info raises AttributeError, and the whole parent object becomes an error",
-        ),
     ),
 ]
 
 
-@pytest.mark.parametrize("document", KNOWN_DIFFERENCES)
-async def test_small_schema_known_differences(document: str) -> None:
+@pytest.mark.parametrize("document", ONCE_DIFFERENT)
+async def test_small_schema_once_different(document: str) -> None:
     context = CONTEXTS["admin, known"]
     fast = await execute_watched(FAST_SMALL, document, {}, context())
     plain = await execute_watched(PLAIN_SMALL, document, {}, context())

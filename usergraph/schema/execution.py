@@ -30,7 +30,9 @@ document.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+import inspect
+import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,21 @@ _HANDOVER: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
+class _Pending:
+    """A resolver's awaitable (a loader's future): graphql-core completes it, from there on."""
+
+    awaitable: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """What a resolver raised: graphql-core's handle_field_error takes it, as execute_field's
+    own `except` would."""
+
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
 class FieldWay:
     """How one field definition is answered: decided once per process."""
 
@@ -79,16 +96,20 @@ class FieldWay:
 
 
 _SLOW = FieldWay(Kind.SLOW)
-_WAYS: dict[tuple[int, str], FieldWay] = {}
+# Per GraphQL type (weakly: a schema that is dropped takes its entries along), per field name.
+_WAYS: weakref.WeakKeyDictionary[GraphQLObjectType, dict[str, FieldWay]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def way_of(parent_type: GraphQLObjectType, field_name: str, schema: Any) -> FieldWay:
     """How parent_type.field_name is answered (memoized per schema type)."""
-    key = (id(parent_type), field_name)
-    way = _WAYS.get(key)
+    ways = _WAYS.get(parent_type)
+    if ways is None:
+        ways = _WAYS.setdefault(parent_type, {})
+    way = ways.get(field_name)
     if way is None:
-        way = _decide(parent_type, field_name, schema)
-        _WAYS[key] = way
+        way = ways[field_name] = _decide(parent_type, field_name, schema)
     return way
 
 
@@ -138,14 +159,21 @@ def _shape(
     return _SLOW
 
 
+class _NeedsInfo(AttributeError):
+    """A resolver read more of its info than the context."""
+
+
 class _ContextOnly:
     """What a resolver that asks for `info` gets on the fast path: only the context. One that
-    reads anything else raises AttributeError, and graphql-core answers the field."""
+    reads anything else is answered by graphql-core, with its info (the resolver runs again)."""
 
     __slots__ = ("context",)
 
     def __init__(self, context: Any) -> None:
         self.context = context
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NeedsInfo(name)
 
 
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -173,26 +201,37 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         awaitable_fields: list[str] = []
         is_awaitable = self.is_awaitable
         schema = self.schema
-        for response_name, field_details_list in grouped_field_set.items():
-            field_name = field_details_list[0].node.name.value
-            way = way_of(parent_type, field_name, schema)
-            result: Any
-            if way.kind is Kind.TYPENAME:
-                result = parent_type.name
-            else:
-                field_path = Path(path, response_name, parent_type.name)
-                result = _HANDOVER
-                if way.kind is not Kind.SLOW:
-                    result = self._fast_field(way, source_value, field_details_list, field_path)
-                if result is _HANDOVER:
-                    result = self.execute_field(
-                        parent_type, source_value, field_details_list, field_path, position_context
-                    )
-                    if result is Undefined:
-                        continue
-            results[response_name] = result
-            if is_awaitable(result):
-                awaitable_fields.append(response_name)
+        try:
+            for response_name, field_details_list in grouped_field_set.items():
+                field_name = field_details_list[0].node.name.value
+                way = way_of(parent_type, field_name, schema)
+                result: Any
+                if way.kind is Kind.TYPENAME:
+                    result = parent_type.name
+                else:
+                    field_path = Path(path, response_name, parent_type.name)
+                    result = _HANDOVER
+                    if way.kind is not Kind.SLOW:
+                        result = self._fast_field(
+                            way, parent_type, source_value, field_details_list, field_path
+                        )
+                    if result is _HANDOVER:
+                        result = self.execute_field(
+                            parent_type,
+                            source_value,
+                            field_details_list,
+                            field_path,
+                            position_context,
+                        )
+                        if result is Undefined:
+                            continue
+                results[response_name] = result
+                if is_awaitable(result):
+                    awaitable_fields.append(response_name)
+        except Exception:
+            if awaitable_fields:  # as graphql-core: what siblings started still settles
+                self.settle_in_background([results[name] for name in awaitable_fields])
+            raise
         if not awaitable_fields:
             return results
         return _gathered(results, awaitable_fields)
@@ -212,7 +251,8 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         resolver = field.base_resolver
         try:
             if resolver is None:
-                return field.get_result(source, None, [], {})
+                value = field.get_result(source, None, [], {})
+                return _Pending(value) if self.is_awaitable(value) else value
             args = [source] if resolver.self_parameter else []
             kwargs: dict[str, Any] = {}
             for parameter in (resolver.parent_parameter, resolver.root_parameter):
@@ -221,18 +261,33 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             if resolver.info_parameter is not None:
                 kwargs[resolver.info_parameter.name] = self._context_only
             value = resolver(*args, **kwargs)
-        except Exception:
+        except _NeedsInfo:
             return _HANDOVER
+        except Exception as error:
+            return _Raised(error)
         if self.is_awaitable(value):
-            return _HANDOVER  # a loader's future: graphql-core awaits the same one
+            return _Pending(value)
         return value
 
     def _fast_field(
-        self, way: FieldWay, source: Any, field_details_list: Any, field_path: Path
+        self,
+        way: FieldWay,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        field_path: Path,
     ) -> Any:
         value = self._value(way, source)
         if value is _HANDOVER:
             return _HANDOVER
+        if isinstance(value, _Raised):
+            self.handle_field_error(value.error, way.field_type, field_details_list, field_path)
+            return None
+        if isinstance(value, _Pending):
+            field_info = self._info(way, parent_type, field_details_list, field_path)
+            return self.complete_awaitable_value(
+                way.field_type, field_details_list, field_info, field_path, value.awaitable, None
+            )
         if value is None:
             if way.non_null:
                 return _HANDOVER  # graphql-core's "Cannot return null" error, located
@@ -248,15 +303,34 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return coerced
         object_type = way.object_type
         assert object_type is not None
+        is_type_of = object_type.is_type_of
+        # graphql-core asks is_type_of with the field's info (one for all items of a list).
+        info: Any = (
+            self._info(way, parent_type, field_details_list, field_path) if is_type_of else None
+        )
         if way.kind is Kind.OBJECT:
-            if not _is_type_of(object_type, value):
+            if is_type_of is not None and not _is(is_type_of(value, info)):
                 return _HANDOVER
             return self._object(object_type, way, value, field_details_list, field_path)
         if not isinstance(value, list | tuple):
             return _HANDOVER
-        if any(item is None or not _is_type_of(object_type, item) for item in value):
-            return _HANDOVER
+        for item in value:
+            if item is None or (is_type_of is not None and not _is(is_type_of(item, info))):
+                return _HANDOVER
         return self._objects(object_type, way, value, field_details_list, field_path)
+
+    def _info(
+        self,
+        way: FieldWay,
+        parent_type: GraphQLObjectType,
+        field_details_list: Any,
+        field_path: Path,
+    ) -> Any:
+        """The field's resolve info, as graphql-core's execute_field builds it."""
+        assert way.field is not None
+        field_def = parent_type.fields[field_details_list[0].node.name.value]
+        nodes = [details.node for details in field_details_list]
+        return self.build_resolve_info(field_def, nodes, parent_type, field_path)
 
     def _object(
         self,
@@ -328,21 +402,33 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
 
 
-def _is_type_of(object_type: GraphQLObjectType, value: Any) -> bool:
-    is_type_of: Callable[..., Any] | None = object_type.is_type_of
-    if is_type_of is None:
-        return True
-    answer = is_type_of(value, None)
+def _is(answer: Any) -> bool:
+    """is_type_of's answer, when it is True now; an awaitable one (graphql-core awaits it) is
+    closed and the field handed over, where is_type_of is asked again."""
+    if inspect.iscoroutine(answer):
+        answer.close()
+        return False
     return answer is True
 
 
+# As graphql-core's execute_fields and complete_iterable_value: one awaitable is awaited as it
+# is, several are gathered; so answers (and the order of their errors) come as they would.
+
+
 async def _gathered(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
+    if len(awaitable_fields) == 1:
+        name = awaitable_fields[0]
+        results[name] = await results[name]
+        return results
     awaited = await gather_with_cancel(*(results[name] for name in awaitable_fields))
     results.update(zip(awaitable_fields, awaited, strict=True))
     return results
 
 
 async def _gathered_list(completed: list[Any], indices: list[int]) -> list[Any]:
+    if len(indices) == 1:
+        completed[indices[0]] = await completed[indices[0]]
+        return completed
     awaited = await gather_with_cancel(*(completed[i] for i in indices))
     for index, value in zip(indices, awaited, strict=True):
         completed[index] = value
