@@ -11,6 +11,8 @@ The view follows the GraphQL-over-HTTP spec (graphql.github.io/graphql-over-http
   Mutations are refused over GET with a 405 (Allow: POST). So no cross-site page can mutate.
 - Request errors (malformed body or parameters, wrong method or media type) are GraphQL JSON
   with extensions.code BAD_REQUEST, never plain text.
+- A document may be named by its SHA-256 instead (automatic persisted queries), and with
+  trusted documents only those run (usergraph.guards.documents, asked before parsing).
 """
 
 from __future__ import annotations
