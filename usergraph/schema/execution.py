@@ -16,11 +16,13 @@ call, decided once per field definition:
 - Object and list-of-object fields whose value is already there (an edge's node, a page's
   edges, a user's known roles): their items completed the same way, with no coroutine each.
 
-Anything else (arguments, async resolvers, other extensions, abstract types, enums, a value
-that is null where the type says non-null, a scalar that does not coerce, a resolver that
-returns an awaitable or raises) goes to graphql-core's `execute_field` for that field, which
-then gives the same value or error as it always does: the fast path never decides an error.
-Resolvers it calls are pure reads; one may run twice when the fast path hands over.
+A resolver's awaitable (a loader's future) goes on to graphql-core's complete_awaitable_value,
+and what a resolver raises to its handle_field_error, as from execute_field. Anything else
+(arguments, async resolvers, other extensions, abstract types, enums, a null where the type
+says non-null, a scalar that does not coerce, is_type_of not true, a resolver that reads more
+of its info than the context) goes to graphql-core's `execute_field` for that field, which
+gives the value or error it always does: the fast path never words an error itself. The
+resolvers it calls are pure reads; in those last cases one runs again.
 
 With a resolve middleware (the OpenTelemetry extension traces every resolver), the fast path
 stays off. tests/schema/test_execution.py compares both executors' answers document by
