@@ -396,6 +396,23 @@ async def test_replace_pending_totp_replaces_a_pending_secret(runtime: Runtime) 
     assert (await row_counts(runtime, ann.id))[0] == 1
 
 
+async def test_concurrent_enrollments_of_one_user_take_turns(runtime: Runtime) -> None:
+    """Started at once, each stores its secret in turn (the last one stays): none fails on the
+    primary key, as two inserts of a pending row would."""
+    ann = await create_account(runtime, "ann")
+
+    def starting(n: int) -> Work:
+        return lambda s: factor_queries.replace_pending_totp(
+            s, user_id=ann.id, secret_ciphertext=f"secret-{n}", now=NOW
+        )
+
+    results = await race_all(runtime, [starting(n) for n in range(CONTENDERS)])
+    assert results == [True] * CONTENDERS
+    assert (await row_counts(runtime, ann.id))[0] == 1
+    factor = await stored_factor(runtime, ann.id)
+    assert factor is not None and factor.secret_ciphertext.startswith("secret-")
+
+
 async def test_replace_pending_totp_refuses_when_totp_is_on(runtime: Runtime) -> None:
     ann = await create_account(runtime, "ann")
     await enroll(runtime, ann.id)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from usergraph.db.models import RecoveryCode, SecondFactorChallenge, TotpFactor
+from usergraph.db.models import RecoveryCode, SecondFactorChallenge, TotpFactor, User
 
 
 async def get_totp(session: AsyncSession, user_id: int) -> TotpFactor | None:
@@ -33,7 +33,12 @@ async def totp_enabled(session: AsyncSession, user_id: int) -> bool:
 async def replace_pending_totp(
     session: AsyncSession, *, user_id: int, secret_ciphertext: str, now: datetime
 ) -> bool:
-    """Store a new unconfirmed secret, replacing an unconfirmed one; False when TOTP is on."""
+    """Store a new unconfirmed secret, replacing an unconfirmed one; False when TOTP is on.
+
+    The user's row is locked first (PostgreSQL; SQLite's write lock already serializes), so two
+    enrollments started at once for one user take turns, and the later one replaces the
+    earlier's secret, instead of both inserting and one failing on the primary key."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
     await session.execute(
         delete(TotpFactor).where(TotpFactor.user_id == user_id, TotpFactor.enabled_at.is_(None))
     )
