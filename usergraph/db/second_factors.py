@@ -37,8 +37,10 @@ async def replace_pending_totp(
 
     The user's row is locked first (PostgreSQL; SQLite's write lock already serializes), so two
     enrollments started at once for one user take turns, and the later one replaces the
-    earlier's secret, instead of both inserting and one failing on the primary key."""
-    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    earlier's secret, instead of both inserting and one failing on the primary key. FOR NO KEY
+    UPDATE: rows that refer to the user (a confirmation's recovery codes) are not blocked, so a
+    confirmation that holds the factor's row cannot deadlock with it."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
     await session.execute(
         delete(TotpFactor).where(TotpFactor.user_id == user_id, TotpFactor.enabled_at.is_(None))
     )
