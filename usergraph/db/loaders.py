@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from aiodataloader import DataLoader
@@ -164,26 +165,45 @@ class SecondFactorsByUserIdLoader(_Loader):
         return [states.get(key, factor_queries.FactorState()) for key in keys]
 
 
-@dataclass(frozen=True, slots=True)
 class Loaders:
-    user_by_id: UserByIdLoader
-    roles_by_user_id: RolesByUserIdLoader
-    session_by_id: SessionByIdLoader
-    open_sessions_by_user_id: OpenSessionsByUserIdLoader
-    open_session_count_by_user_id: OpenSessionCountByUserIdLoader
-    second_factors_by_user_id: SecondFactorsByUserIdLoader
+    """The request's loaders, each made when first asked for: most requests need one or two of
+    them (`{ __typename }` none), and making all six cost more than the rest of a small one."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.now = utcnow()  # "open" sessions are open as of the request's start
 
     @classmethod
     def create(cls, db: Database) -> Loaders:
-        now = utcnow()
-        return cls(
-            user_by_id=UserByIdLoader(db),
-            roles_by_user_id=RolesByUserIdLoader(db),
-            session_by_id=SessionByIdLoader(db),
-            open_sessions_by_user_id=OpenSessionsByUserIdLoader(db, now),
-            open_session_count_by_user_id=OpenSessionCountByUserIdLoader(db, now),
-            second_factors_by_user_id=SecondFactorsByUserIdLoader(db),
-        )
+        return cls(db)
+
+    @cached_property
+    def user_by_id(self) -> UserByIdLoader:
+        return UserByIdLoader(self.db)
+
+    @cached_property
+    def roles_by_user_id(self) -> RolesByUserIdLoader:
+        return RolesByUserIdLoader(self.db)
+
+    @cached_property
+    def session_by_id(self) -> SessionByIdLoader:
+        return SessionByIdLoader(self.db)
+
+    @cached_property
+    def open_sessions_by_user_id(self) -> OpenSessionsByUserIdLoader:
+        return OpenSessionsByUserIdLoader(self.db, self.now)
+
+    @cached_property
+    def open_session_count_by_user_id(self) -> OpenSessionCountByUserIdLoader:
+        return OpenSessionCountByUserIdLoader(self.db, self.now)
+
+    @cached_property
+    def second_factors_by_user_id(self) -> SecondFactorsByUserIdLoader:
+        return SecondFactorsByUserIdLoader(self.db)
+
+    def _made(self, *names: str) -> list[Any]:
+        """The loaders of these names that this request made (the others hold nothing)."""
+        return [self.__dict__[name] for name in names if name in self.__dict__]
 
     async def viewer(
         self, user_id: int, session_id: uuid.UUID
@@ -193,7 +213,7 @@ class Loaders:
         The hottest read (every signed-in request): one Core connection, a joined query and the
         roles, instead of three loader batches. What it read is primed into the loaders.
         """
-        async with self.user_by_id.reader.connect() as conn:
+        async with self.db.reader.connect() as conn:
             found = await user_queries.user_with_session(
                 conn, user_id=user_id, session_id=session_id
             )
@@ -213,19 +233,21 @@ class Loaders:
 
     def forget_user(self, user_id: int) -> None:
         """Drop what this request cached about a user after a write touched it."""
-        for loader in (
-            self.user_by_id,
-            self.roles_by_user_id,
-            self.open_session_count_by_user_id,
-            self.second_factors_by_user_id,
+        for loader in self._made(
+            "user_by_id",
+            "roles_by_user_id",
+            "open_session_count_by_user_id",
+            "second_factors_by_user_id",
         ):
             loader.clear(user_id)
-        self.open_sessions_by_user_id.clear_all()
+        for loader in self._made("open_sessions_by_user_id"):
+            loader.clear_all()
 
     def forget_sessions(self) -> None:
-        self.session_by_id.clear_all()
-        self.open_sessions_by_user_id.clear_all()
-        self.open_session_count_by_user_id.clear_all()
+        for loader in self._made(
+            "session_by_id", "open_sessions_by_user_id", "open_session_count_by_user_id"
+        ):
+            loader.clear_all()
 
     def replace_user(self, user: AnyUser) -> None:
         """After a write changed the user's roles or activity: forget, then prime the new row."""
