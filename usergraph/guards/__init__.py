@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strawberry.extensions import AddValidationRules, ValidationCache
+from strawberry.extensions import ValidationCache
 
 from usergraph.guards.limits import QueryLimits, limit_extensions
 from usergraph.guards.text import NoNulCharactersRule
@@ -32,8 +32,7 @@ def schema_extensions(settings: Settings | None = None) -> list[Any]:
     limits = QueryLimits.from_settings(settings) if settings else QueryLimits()
     # The limit rules inside are made here, once, so ValidationCache hits (see limits.py).
     extensions: list[Any] = [
-        *limit_extensions(limits, cache_size=DOCUMENT_CACHE_SIZE),
-        lambda: AddValidationRules([NoNulCharactersRule]),
+        *limit_extensions(limits, cache_size=DOCUMENT_CACHE_SIZE, more_rules=[NoNulCharactersRule]),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
     ]
     if settings is not None and settings.metrics_enabled:

@@ -23,7 +23,7 @@ Introspection (`__schema`, `__type`) does not count, so GraphiQL's introspection
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
@@ -281,10 +281,11 @@ class QueryCostLimiter(SchemaExtension):
 
 
 def limit_extensions(
-    limits: QueryLimits, *, cache_size: int
+    limits: QueryLimits, *, cache_size: int, more_rules: Sequence[type[ASTValidationRule]] = ()
 ) -> list[Callable[[], SchemaExtension]]:
-    """Factories of the extensions enforcing limits (ParserCache included: tokens live there)."""
-    rules: list[type[ASTValidationRule]] = list(validation_rules(limits))
+    """Factories of the extensions enforcing limits (ParserCache included: tokens live there).
+    more_rules run after the limits' in the same extension (one extension fewer per request)."""
+    rules: list[type[ASTValidationRule]] = [*validation_rules(limits), *more_rules]
     return [
         lambda: TokenLimitedParserCache(
             maxsize=cache_size, max_tokens=limits.tokens, max_depth=limits.depth
