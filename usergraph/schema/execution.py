@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import enum
 import inspect
-import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -98,17 +97,23 @@ class FieldWay:
 
 
 _SLOW = FieldWay(Kind.SLOW)
-# Per GraphQL type (weakly: a schema that is dropped takes its entries along), per field name.
-_WAYS: weakref.WeakKeyDictionary[GraphQLObjectType, dict[str, FieldWay]] = (
-    weakref.WeakKeyDictionary()
-)
+# The ways of a type's fields live on the GraphQL type itself: they go when its schema goes,
+# and a lookup is one dict access (a WeakKeyDictionary's makes a weak reference each time).
+_WAYS_ATTRIBUTE = "_usergraph_field_ways"
+
+
+def ways_of(parent_type: GraphQLObjectType) -> dict[str, FieldWay]:
+    """The ways decided so far for parent_type's fields, by field name."""
+    ways: dict[str, FieldWay] | None = parent_type.__dict__.get(_WAYS_ATTRIBUTE)
+    if ways is None:
+        ways = {}
+        setattr(parent_type, _WAYS_ATTRIBUTE, ways)
+    return ways
 
 
 def way_of(parent_type: GraphQLObjectType, field_name: str, schema: Any) -> FieldWay:
-    """How parent_type.field_name is answered (memoized per schema type)."""
-    ways = _WAYS.get(parent_type)
-    if ways is None:
-        ways = _WAYS.setdefault(parent_type, {})
+    """How parent_type.field_name is answered (memoized on the type)."""
+    ways = ways_of(parent_type)
     way = ways.get(field_name)
     if way is None:
         way = ways[field_name] = _decide(parent_type, field_name, schema)
@@ -202,27 +207,27 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         results: dict[str, Any] = {}
         awaitable_fields: list[str] = []
         is_awaitable = self.is_awaitable
-        schema = self.schema
+        ways = ways_of(parent_type)
         try:
             for response_name, field_details_list in grouped_field_set.items():
                 field_name = field_details_list[0].node.name.value
-                way = way_of(parent_type, field_name, schema)
+                way = ways.get(field_name) or way_of(parent_type, field_name, self.schema)
+                kind = way.kind
                 result: Any
-                if way.kind is Kind.TYPENAME:
+                if kind is Kind.TYPENAME:
                     result = parent_type.name
                 else:
-                    field_path = Path(path, response_name, parent_type.name)
                     result = _HANDOVER
-                    if way.kind is not Kind.SLOW:
+                    if kind is not Kind.SLOW:
                         result = self._fast_field(
-                            way, parent_type, source_value, field_details_list, field_path
+                            way, parent_type, source_value, field_details_list, path, response_name
                         )
                     if result is _HANDOVER:
                         result = self.execute_field(
                             parent_type,
                             source_value,
                             field_details_list,
-                            field_path,
+                            Path(path, response_name, parent_type.name),
                             position_context,
                         )
                         if result is Undefined:
@@ -277,15 +282,20 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         parent_type: GraphQLObjectType,
         source: Any,
         field_details_list: Any,
-        field_path: Path,
+        path: Path,
+        response_name: str,
     ) -> Any:
+        """The field's completed value, or _HANDOVER. Its path is made only where it is needed
+        (not for a leaf): graphql-core makes one for every field of every node."""
         value = self._value(way, source)
         if value is _HANDOVER:
             return _HANDOVER
-        if isinstance(value, _Raised):
+        if type(value) is _Raised:
+            field_path = Path(path, response_name, parent_type.name)
             self.handle_field_error(value.error, way.field_type, field_details_list, field_path)
             return None
-        if isinstance(value, _Pending):
+        if type(value) is _Pending:
+            field_path = Path(path, response_name, parent_type.name)
             field_info = self._info(way, parent_type, field_details_list, field_path)
             return self.complete_awaitable_value(
                 way.field_type, field_details_list, field_info, field_path, value.awaitable, None
@@ -305,6 +315,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return coerced
         object_type = way.object_type
         assert object_type is not None
+        field_path = Path(path, response_name, parent_type.name)
         is_type_of = object_type.is_type_of
         # graphql-core asks is_type_of with the field's info (one for all items of a list).
         info: Any = (
