@@ -65,7 +65,6 @@ class RoleRecord:
 # What the read path hands the schema: a record, or a model a write just returned.
 AnyUser = User | UserRecord
 AnySession = UserSession | SessionRecord
-AnyRole = Role | RoleRecord
 
 
 def _columns(record: type[Any], model: type[Any]) -> tuple[Column[Any], ...]:
